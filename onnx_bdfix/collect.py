@@ -1,0 +1,145 @@
+"""ONNX Runtime sessions over (exposed) graphs, and streamed batches through them."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import DeviceError, ModelError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+Progress = Callable[[str, int, int], None]     # (stage, done, total)
+
+
+@dataclass
+class Runner:
+    """An inference session and the provider that really runs it."""
+    session: ort.InferenceSession
+    provider: str
+    input_name: str
+    input_dtype: np.dtype
+
+    def run(self, batch: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+        feed = {self.input_name: batch.astype(self.input_dtype, copy=False)}
+        try:
+            return self.session.run(outputs, feed)
+        except (ort.capi.onnxruntime_pybind11_state.Fail,
+                ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+                ort.capi.onnxruntime_pybind11_state.RuntimeException) as exc:
+            raise ModelError(f"ONNX Runtime failed on a batch: {_short(exc)}") from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def providers_for(device: str) -> list[str]:
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    available = ort.get_available_providers()
+    if device == "cuda" and CUDA not in available:
+        raise DeviceError("--device cuda: this onnxruntime has no CUDA provider; "
+                          "install onnx-bdfix[gpu] (onnxruntime-gpu) or use --device cpu")
+    if device in ("cuda", "auto") and CUDA in available:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def open_runner(model: onnx.ModelProto | bytes, device: str = "auto",
+                optimization: str = "basic") -> Runner:
+    """A session on ``device``; 'basic' optimizations keep exposed tensors as deployed."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+    payload = model if isinstance(model, bytes) else model.SerializeToString()
+    try:
+        session = ort.InferenceSession(payload, options, providers=providers_for(device))
+    except DeviceError:
+        raise
+    except Exception as exc:  # onnxruntime raises several unrelated types when loading
+        raise ModelError(f"ONNX Runtime cannot load the model: {_short(exc)}") from exc
+    provider = session.get_providers()[0]
+    if device == "cuda" and provider != CUDA:
+        raise DeviceError("--device cuda: the CUDA provider did not load (check the CUDA and "
+                          "cuDNN libraries); use --device cpu")
+    model_input = session.get_inputs()[0]
+    dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
+    return Runner(session, provider, model_input.name, np.dtype(dtype))
+
+
+def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def scores(runner: Runner, x: np.ndarray, output: str, batch_size: int,
+           progress: Progress | None = None, stage: str = "scoring") -> np.ndarray:
+    """Class scores (N, classes) as float32, streamed in batches."""
+    parts = []
+    for part in batch_slices(len(x), batch_size):
+        parts.append(np.asarray(runner.run(x[part], [output])[0], dtype=np.float32))
+        if progress:
+            progress(stage, part.stop, len(x))
+    return np.concatenate(parts).reshape(len(x), -1)
+
+
+@dataclass
+class Collected:
+    """What one pass over the samples leaves behind: key statistics and class scores."""
+    stats: dict          # layer name -> [KeyStats per fold]
+    clean_scores: np.ndarray               # (N, classes), original model
+    triggered_scores: np.ndarray | None    # (N, classes), original model
+
+
+def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray,
+                       triggered_x: np.ndarray | None, fold_bounds: list[int], output: str,
+                       device: str, batch_size: int, progress: Progress | None = None,
+                       stage: str = "collecting") -> Collected:
+    """One streamed pass: each sample's clean and triggered copies run once, in one batch.
+
+    Samples are ordered by fold: fold f holds rows fold_bounds[f]:fold_bounds[f + 1].
+    """
+    from .graph import expose
+    from .layers import keys, split_samples
+    from .stats import KeyStats
+
+    key_names = list(dict.fromkeys(layer.key_tensor for layer in layers))
+    runner = open_runner(expose(model, [output] + key_names), device)
+    wanted = [output] + key_names
+    stats = {layer.name: [] for layer in layers}
+    clean_scores, triggered_scores = [], []
+    for fold in range(len(fold_bounds) - 1):
+        fold_stats = {layer.name: KeyStats(layer.groups, layer.key_dim, triggered_x is not None)
+                      for layer in layers}
+        for part in batch_slices(fold_bounds[fold + 1] - fold_bounds[fold], batch_size):
+            rows = slice(part.start + fold_bounds[fold], part.stop + fold_bounds[fold])
+            batch = clean_x[rows] if triggered_x is None else \
+                np.concatenate([clean_x[rows], triggered_x[rows]])
+            values = dict(zip(wanted, runner.run(batch, wanted)))
+            size = rows.stop - rows.start
+            clean_scores.append(values[output][:size].reshape(size, -1))
+            if triggered_x is not None:
+                triggered_scores.append(values[output][size:].reshape(size, -1))
+            for layer in layers:
+                clean_part, triggered_part = split_samples(layer, values[layer.key_tensor], size)
+                clean_keys = keys(layer, clean_part)
+                triggered_keys = keys(layer, triggered_part) if triggered_x is not None else None
+                fold_stats[layer.name].add(clean_keys, triggered_keys,
+                                           np.ones(size, np.float32))
+            if progress:
+                progress(stage, rows.stop, len(clean_x))
+        for name, value in fold_stats.items():
+            stats[name].append(value)
+    as_array = lambda parts: np.concatenate(parts).astype(np.float32) if parts else None  # noqa
+    return Collected(stats, as_array(clean_scores), as_array(triggered_scores))

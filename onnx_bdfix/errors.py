@@ -1,0 +1,39 @@
+"""One exception hierarchy for the library, rooted in :class:`BdfixError`.
+
+``InputError`` and its children mean the user's model, data, trigger or options cannot be
+used: the CLI prints their message on one line and exits 3. ``InternalError`` means a bug in
+onnx-bdfix itself: the CLI exits 4 and asks for a report. Messages say what is wrong and what
+to do about it.
+"""
+
+
+class BdfixError(Exception):
+    """Base of every error onnx-bdfix raises on purpose."""
+
+
+class InputError(BdfixError):
+    """The model, data, trigger, device or options given cannot be used."""
+
+
+class ModelError(InputError):
+    """The ONNX model cannot be read, checked, run or edited."""
+
+
+class DataError(InputError):
+    """A data file or image folder cannot be used with this model."""
+
+
+class TriggerError(InputError):
+    """A trigger file, or the triggered copies, cannot be used with this model or data."""
+
+
+class DeviceError(InputError):
+    """The requested execution device is not available."""
+
+
+class OutputPathError(InputError):
+    """The output file cannot be written where it was asked for."""
+
+
+class InternalError(BdfixError):
+    """A check inside onnx-bdfix failed: a bug, to be reported with the --debug output."""

@@ -1,0 +1,303 @@
+"""Load and save ONNX models safely, and expose intermediate tensors as graph outputs."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper as ext
+
+from .errors import ModelError, OutputPathError
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 7
+# Ops whose outputs carry a tensor's shape or size, never its values.
+SHAPE_ONLY_OPS = {"Shape", "Size"}
+
+
+@dataclass
+class LoadedModel:
+    """A model read from disk with its external data in memory."""
+    proto: onnx.ModelProto
+    path: Path
+    sha256: str
+    external_tensors: list[str] = field(default_factory=list)  # names stored outside the file
+
+    @property
+    def graph(self) -> onnx.GraphProto:
+        return self.proto.graph
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Read an ONNX file, with external data that must lie inside the model's folder."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a file; give the path of an .onnx model file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: the file is empty; it is not an ONNX model")
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise ModelError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from exc
+    if not proto.graph.node:
+        raise ModelError(f"{path}: not an ONNX model, or a model with an empty graph")
+    _check_versions(proto, path)
+    external = [t.name for t in ext._get_all_tensors(proto) if ext.uses_external_data(t)]
+    if external:
+        _load_external_data(proto, path)
+    return LoadedModel(proto, path, file_sha256(path), external)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _check_versions(proto: onnx.ModelProto, path: Path) -> None:
+    default_opsets = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    if default_opsets and default_opsets[0] < MIN_OPSET:
+        raise ModelError(f"{path}: opset {default_opsets[0]} is older than {MIN_OPSET}; "
+                         "convert it with onnx.version_converter first")
+    if proto.ir_version > onnx.IR_VERSION:
+        raise ModelError(f"{path}: IR version {proto.ir_version} is newer than this onnx "
+                         f"package supports ({onnx.IR_VERSION}); upgrade onnx")
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    folder = path.resolve().parent
+    for tensor in ext._get_all_tensors(proto):
+        if not ext.uses_external_data(tensor):
+            continue
+        location = ext.ExternalDataInfo(tensor).location
+        target = (folder / location)
+        if os.path.isabs(location) or folder not in target.resolve().parents:
+            raise ModelError(f"{path}: tensor {tensor.name!r} points its external data at "
+                             f"{location!r}, outside the model's folder; refusing to read it")
+        if target.is_symlink():
+            raise ModelError(f"{path}: external data {location!r} of tensor {tensor.name!r} "
+                             "is a symbolic link; copy the real file next to the model")
+        if not target.is_file():
+            raise ModelError(f"{path}: external data {location!r} of tensor {tensor.name!r} "
+                             "is missing; put it in the model's folder")
+    try:
+        ext.load_external_data_for_model(proto, str(folder))
+    except (ValueError, OSError, onnx.checker.ValidationError) as exc:
+        raise ModelError(f"{path}: cannot read external data ({_first_line(exc)})") from exc
+
+
+def save_model(proto: onnx.ModelProto, out_path: str | os.PathLike,
+               external_tensors: list[str] = ()) -> list[Path]:
+    """Write ``proto`` atomically; tensors named in ``external_tensors`` go to OUT.data.
+
+    Everything is first written to temporary files in the output folder, then renamed into
+    place, so a failure leaves no partial output. Returns the paths written.
+    """
+    out_path = Path(out_path)
+    folder = out_path.resolve().parent
+    if not folder.is_dir():
+        raise OutputPathError(f"{out_path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OutputPathError(f"{out_path}: folder {folder} is not writable")
+    proto = _copy_proto(proto)
+    written: list[tuple[Path, Path]] = []
+    try:
+        if external_tensors:
+            data_path = out_path.with_name(out_path.name + ".data")
+            written.append((_write_external(proto, set(external_tensors), data_path), data_path))
+        written.append((_write_temp(folder, proto.SerializeToString()), out_path))
+        for temp, final in written:
+            os.replace(temp, final)
+    finally:
+        for temp, _ in written:
+            if temp.exists():
+                temp.unlink()
+    return [final for _, final in written]
+
+
+def _copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
+
+
+def _write_temp(folder: Path, payload: bytes) -> Path:
+    handle, name = tempfile.mkstemp(dir=folder, prefix=".bdfix-", suffix=".tmp")
+    with os.fdopen(handle, "wb") as out:
+        out.write(payload)
+    return Path(name)
+
+
+def _write_external(proto: onnx.ModelProto, names: set[str], data_path: Path) -> Path:
+    handle, temp_name = tempfile.mkstemp(dir=data_path.parent, prefix=".bdfix-", suffix=".tmp")
+    with os.fdopen(handle, "wb") as out:
+        for tensor in ext._get_all_tensors(proto):
+            if tensor.name not in names or not tensor.HasField("raw_data"):
+                continue
+            offset = out.tell()
+            out.write(tensor.raw_data)
+            ext.set_external_data(tensor, data_path.name, offset, len(tensor.raw_data))
+            tensor.ClearField("raw_data")
+    return Path(temp_name)
+
+
+# --------------------------------------------------------------------------- queries
+def initializers(proto: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {init.name: init for init in proto.graph.initializer}
+
+
+def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Real inputs: old exporters also list initializers as graph inputs."""
+    inits = initializers(proto)
+    return [value for value in proto.graph.input if value.name not in inits]
+
+
+def consumers(proto: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    return users
+
+
+def producers(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {name: node for node in proto.graph.node for name in node.output}
+
+
+def has_bypass(proto: onnx.ModelProto, node_indices: set[int], output_name: str) -> bool:
+    """True when data reaches ``output_name`` from the inputs avoiding every node listed.
+
+    Paths through Shape/Size carry no values and do not count.
+    """
+    users = consumers(proto)
+    blocked = {id(proto.graph.node[index]) for index in node_indices}
+    reached = {value.name for value in graph_inputs(proto)}
+    frontier = list(reached)
+    while frontier:
+        for user in users.get(frontier.pop(), []):
+            if id(user) in blocked or user.op_type in SHAPE_ONLY_OPS:
+                continue
+            for name in user.output:
+                if name and name not in reached:
+                    reached.add(name)
+                    frontier.append(name)
+    return output_name in reached
+
+
+def intermediate_tensors(proto: onnx.ModelProto) -> list[str]:
+    """Every float tensor a node produces, in graph order (for inspection and layer choice)."""
+    outputs = {value.name for value in proto.graph.output}
+    names = []
+    for node in proto.graph.node:
+        if node.op_type in SHAPE_ONLY_OPS or node.op_type == "Constant":
+            continue
+        names.extend(name for name in node.output if name and name not in outputs)
+    return names
+
+
+def with_inferred_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(proto)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        log.warning("shape inference failed (%s); exposing tensors as float32", exc)
+        return proto
+
+
+def expose(proto: onnx.ModelProto, tensor_names: list[str]) -> onnx.ModelProto:
+    """A copy of ``proto`` whose outputs are its own, then ``tensor_names`` (graphsurgeon)."""
+    import onnx_graphsurgeon as gs
+
+    graph = gs.import_onnx(with_inferred_shapes(proto))
+    tensors = graph.tensors()
+    missing = [name for name in tensor_names if name not in tensors]
+    if missing:
+        raise ModelError(f"tensors {missing[:5]} are not in the graph; "
+                         "run `onnx-bdfix inspect MODEL` to list the layers")
+    present = {tensor.name for tensor in graph.outputs}
+    for name in tensor_names:
+        if name in present:
+            continue
+        tensor = tensors[name]
+        if tensor.dtype is None:
+            tensor.dtype = np.float32
+        graph.outputs.append(tensor)
+        present.add(name)
+    exposed = gs.export_onnx(graph, do_type_check=False)
+    exposed.ir_version = proto.ir_version
+    return exposed
+
+
+# --------------------------------------------------------------- inputs and outputs
+FLOAT_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
+               onnx.TensorProto.DOUBLE: np.float64}
+
+
+@dataclass
+class InputInfo:
+    """The model's one data input: shape has None where a dimension is dynamic."""
+    name: str
+    shape: list[int | None]
+    dtype: np.dtype
+
+    @property
+    def sample_shape(self) -> list[int | None]:
+        return self.shape[1:]
+
+
+def model_input(proto: onnx.ModelProto) -> InputInfo:
+    inputs = graph_inputs(proto)
+    if len(inputs) != 1:
+        names = ", ".join(value.name for value in inputs) or "none"
+        raise ModelError(f"the model has {len(inputs)} data inputs ({names}); onnx-bdfix "
+                         "repairs classifiers with exactly one input tensor")
+    value = inputs[0]
+    tensor_type = value.type.tensor_type
+    if tensor_type.elem_type not in FLOAT_TYPES:
+        raise ModelError(f"input {value.name!r} is not a float tensor; onnx-bdfix needs a "
+                         "float32 or float16 input")
+    if not tensor_type.HasField("shape") or len(tensor_type.shape.dim) < 2:
+        raise ModelError(f"input {value.name!r} has no (batch, ...) shape; re-export the model "
+                         "with a fixed sample shape")
+    shape = [dim.dim_value if dim.dim_value > 0 else None for dim in tensor_type.shape.dim]
+    return InputInfo(value.name, shape, np.dtype(FLOAT_TYPES[tensor_type.elem_type]))
+
+
+def score_output(proto: onnx.ModelProto, name: str | None = None) -> str:
+    """The tensor holding class scores: ``name``, or the first float (N, classes) output.
+
+    A scikit-learn export has an int64 label output first; a ZipMap output's float input is
+    used in its place.
+    """
+    made_by = producers(proto)
+    if name:
+        if name not in made_by and name not in {o.name for o in proto.graph.output}:
+            outputs = ", ".join(o.name for o in proto.graph.output)
+            raise ModelError(f"--output {name!r} is not a tensor of this model "
+                             f"(its outputs: {outputs})")
+        return name
+    for value in proto.graph.output:
+        node = made_by.get(value.name)
+        if node is not None and node.op_type == "ZipMap":
+            return node.input[0]
+        tensor_type = value.type.tensor_type
+        dims = tensor_type.shape.dim
+        if tensor_type.elem_type in FLOAT_TYPES and len(dims) == 2 and dims[1].dim_value != 1:
+            return value.name
+    raise ModelError("no output of the model is a float (N, classes) tensor; "
+                     "name the class-score output with --output")

@@ -1,0 +1,221 @@
+"""Editable layers as key -> value memories: y = W k + b.
+
+For each supported op this module finds the weight matrix W (groups, m, d) and turns the
+layer's input activation into keys (groups, n_keys, d), so that ``keys @ W.T`` reproduces the
+layer's output without its bias. Each mapping has an exact inverse back to the initializer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from numpy.lib.stride_tricks import sliding_window_view
+from onnx import helper, numpy_helper
+
+from .errors import ModelError
+from .graph import consumers, initializers
+
+EDITABLE_OPS = ("Conv", "Gemm", "MatMul")
+
+
+@dataclass
+class Layer:
+    """One editable node: its weight initializer, the tensor its keys come from, its output."""
+    name: str
+    op: str
+    node_index: int
+    weight: str              # initializer name
+    key_tensor: str          # the node's data input
+    output_tensor: str
+    weight_shape: tuple
+    weight_dtype: str
+    groups: int
+    key_dim: int             # d: values in one key
+    out_dim: int             # m: outputs per group
+    followed_by: str = ""    # BatchNormalization, Mul/Add or Add (bias), when present
+    bias: str = ""           # initializer added to the output (Conv B, Gemm C, MatMul's Add)
+    shared_weight: bool = False
+    attrs: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        shape = "x".join(map(str, self.weight_shape))
+        extra = f", then {self.followed_by}" if self.followed_by else ""
+        groups = f", {self.groups} groups" if self.groups > 1 else ""
+        return f"{self.op} {self.name}: W {shape} ({self.weight_dtype}), key d={self.key_dim}, " \
+               f"m={self.out_dim}{groups}{extra}"
+
+
+def find_layers(proto: onnx.ModelProto) -> list[Layer]:
+    """Every Conv / Gemm / MatMul with a constant weight, in graph order."""
+    inits = initializers(proto)
+    users = consumers(proto)
+    found = []
+    for index, node in enumerate(proto.graph.node):
+        layer = _as_layer(node, index, inits)
+        if layer is not None:
+            layer.followed_by = _follower(node.output[0], users, inits)
+            layer.bias = _bias(node, layer, users, inits)
+            layer.shared_weight = len(users.get(layer.weight, [])) > 1
+            found.append(layer)
+    return found
+
+
+def _as_layer(node: onnx.NodeProto, index: int, inits: dict) -> Layer | None:
+    if node.op_type not in EDITABLE_OPS or node.domain not in ("", "ai.onnx"):
+        return None
+    if len(node.input) < 2 or node.input[1] not in inits or node.input[0] in inits:
+        return None
+    weight = inits[node.input[1]]
+    dtype = helper.tensor_dtype_to_np_dtype(weight.data_type)
+    if not np.issubdtype(dtype, np.floating):
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    shape = tuple(weight.dims)
+    name = node.name or f"{node.op_type}_{index}"
+    common = dict(name=name, op=node.op_type, node_index=index, weight=weight.name,
+                  key_tensor=node.input[0], output_tensor=node.output[0], weight_shape=shape,
+                  weight_dtype=np.dtype(dtype).name, attrs=attrs)
+    if node.op_type == "Conv":
+        if len(shape) not in (3, 4):
+            return None
+        groups = int(attrs.get("group", 1))
+        return Layer(groups=groups, key_dim=int(np.prod(shape[1:])),
+                     out_dim=shape[0] // groups, **common)
+    if len(shape) != 2:
+        return None
+    if node.op_type == "Gemm":
+        d, m = (shape[1], shape[0]) if attrs.get("transB", 0) else shape
+        return Layer(groups=1, key_dim=d, out_dim=m, **common)
+    return Layer(groups=1, key_dim=shape[0], out_dim=shape[1], **common)
+
+
+def _bias(node: onnx.NodeProto, layer: Layer, users: dict, inits: dict) -> str:
+    """The bias initializer, when it holds exactly one value per output channel."""
+    name = ""
+    if node.op_type in ("Conv", "Gemm") and len(node.input) > 2:
+        name = node.input[2]
+    elif layer.followed_by == "Add (bias)":
+        name = next(i for i in users[node.output[0]][0].input if i in inits)
+    if name not in inits or len(users.get(name, [])) != 1:
+        return ""
+    size = int(np.prod(inits[name].dims)) if inits[name].dims else 1
+    return name if size == layer.groups * layer.out_dim else ""
+
+
+def _follower(output: str, users: dict, inits: dict) -> str:
+    after = users.get(output, [])
+    if len(after) != 1:
+        return ""
+    node = after[0]
+    if node.op_type == "BatchNormalization":
+        return "BatchNormalization"
+    constant = any(name in inits for name in node.input)
+    if node.op_type == "Mul" and constant:
+        nxt = users.get(node.output[0], [])
+        if len(nxt) == 1 and nxt[0].op_type == "Add":
+            return "Mul/Add"
+    if node.op_type == "Add" and constant:
+        return "Add (bias)"
+    return ""
+
+
+# ----------------------------------------------------------------- weight <-> matrix
+def weight_array(proto: onnx.ModelProto, layer: Layer) -> np.ndarray:
+    return numpy_helper.to_array(initializers(proto)[layer.weight])
+
+
+def to_matrices(layer: Layer, weight: np.ndarray) -> np.ndarray:
+    """The initializer as W: (groups, m, d) float64."""
+    weight = weight.astype(np.float64)
+    if layer.op == "Conv":
+        return weight.reshape(layer.groups, layer.out_dim, layer.key_dim)
+    if layer.op == "Gemm":
+        b_used = weight.T if layer.attrs.get("transB", 0) else weight     # (d, m)
+        return (layer.attrs.get("alpha", 1.0) * b_used.T)[None]
+    return weight.T[None]                                                  # MatMul: B is (d, m)
+
+
+def from_matrices(layer: Layer, matrices: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_matrices`, in the initializer's shape and dtype."""
+    dtype = np.dtype(layer.weight_dtype)
+    if layer.op == "Conv":
+        return matrices.reshape(layer.weight_shape).astype(dtype)
+    if layer.op == "Gemm":
+        b_used = matrices[0].T / layer.attrs.get("alpha", 1.0)           # (d, m)
+        weight = b_used.T if layer.attrs.get("transB", 0) else b_used
+        return np.ascontiguousarray(weight).astype(dtype)
+    return np.ascontiguousarray(matrices[0].T).astype(dtype)
+
+
+def bias_array(proto: onnx.ModelProto, layer: Layer) -> np.ndarray:
+    return numpy_helper.to_array(initializers(proto)[layer.bias])
+
+
+def shifted_bias(layer: Layer, bias: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``bias`` after adding ``shift`` (groups, m) to the layer's output (Gemm: over beta)."""
+    scale = layer.attrs.get("beta", 1.0) if layer.op == "Gemm" else 1.0
+    moved = bias.astype(np.float64) + shift.reshape(bias.shape) / scale
+    return moved.astype(bias.dtype)
+
+
+# ------------------------------------------------------------------------------ keys
+def split_samples(layer: Layer, activation: np.ndarray, first: int):
+    """Split a batch's activation after its first ``first`` samples (Gemm transA: axis 1)."""
+    if layer.op == "Gemm" and layer.attrs.get("transA", 0):
+        return activation[:, :first], activation[:, first:]
+    return activation[:first], activation[first:]
+
+
+def keys(layer: Layer, activation: np.ndarray) -> np.ndarray:
+    """The layer's input as keys: (groups, n_keys, d) float32, one row per output location."""
+    activation = np.asarray(activation, dtype=np.float32)
+    if layer.op == "Conv":
+        return conv_keys(layer, activation)
+    if layer.op == "Gemm" and layer.attrs.get("transA", 0):
+        activation = activation.T
+    if activation.shape[-1] != layer.key_dim:
+        raise ModelError(f"layer {layer.name}: input has {activation.shape[-1]} features, "
+                         f"the weight expects {layer.key_dim}")
+    return activation.reshape(1, -1, layer.key_dim)
+
+
+def conv_keys(layer: Layer, x: np.ndarray) -> np.ndarray:
+    """im2col: (N, C, [H,] W) -> (groups, N * out_locations, C/groups * prod(kernel))."""
+    rank = len(layer.weight_shape) - 2
+    kernel = list(layer.weight_shape[2:])
+    strides = list(layer.attrs.get("strides", [1] * rank))
+    dilations = list(layer.attrs.get("dilations", [1] * rank))
+    if rank == 1:                                         # Conv1d as a Conv2d of height 1
+        x = x[:, :, None, :]
+        kernel, strides, dilations = [1] + kernel, [1] + strides, [1] + dilations
+    pads = _pads(layer, x.shape[2:], kernel, strides, dilations)
+    padded = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    windows = sliding_window_view(padded, extent, axis=(2, 3))
+    windows = windows[:, :, ::strides[0], ::strides[1], ::dilations[0], ::dilations[1]]
+    n, channels, out_h, out_w = windows.shape[:4]
+    per_group = channels // layer.groups
+    patches = windows.transpose(0, 2, 3, 1, 4, 5).reshape(
+        n * out_h * out_w, layer.groups, per_group * kernel[0] * kernel[1])
+    return np.ascontiguousarray(patches.transpose(1, 0, 2))
+
+
+def _pads(layer: Layer, spatial: tuple, kernel, strides, dilations) -> list[int]:
+    """[top, left, bottom, right] for 2-D, honouring auto_pad."""
+    auto_pad = layer.attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        begins, ends = [], []
+        for size, k, s, d in zip(spatial, kernel, strides, dilations):
+            total = max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
+            small, large = total // 2, total - total // 2
+            begins.append(small if auto_pad == "SAME_UPPER" else large)
+            ends.append(large if auto_pad == "SAME_UPPER" else small)
+        return begins + ends
+    if auto_pad == "VALID":
+        return [0, 0, 0, 0]
+    pads = list(layer.attrs.get("pads", [0] * 2 * (len(layer.weight_shape) - 2)))
+    if len(layer.weight_shape) == 3:                      # 1-D: [begin, end]
+        return [0, pads[0], 0, pads[1]]
+    return pads

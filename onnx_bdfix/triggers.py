@@ -1,0 +1,96 @@
+"""Triggers in the model's input layout and scale.
+
+- blend:  x' = (1 − mask)·x + mask·pattern      (``mask`` and ``pattern``; BadNets, Blended)
+- delta:  x' = clip(x + delta, clip_min, clip_max)   (``delta``; SIG-like)
+- or triggered copies of the samples, in the same order (warps, sample-specific triggers).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import Dataset, as_model_scale, read_npz
+from .errors import DataError, TriggerError
+
+
+@dataclass
+class Trigger:
+    kind: str                       # "blend" or "delta"
+    arrays: dict[str, np.ndarray]   # each broadcastable to one sample
+    sha256: str
+    source: str
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Triggered copies of ``x`` (N, *sample_shape)."""
+        if self.kind == "blend":
+            mask, pattern = self.arrays["mask"], self.arrays["pattern"]
+            return ((1 - mask) * x + mask * pattern).astype(np.float32)
+        low = self.arrays.get("clip_min", -np.inf)
+        high = self.arrays.get("clip_max", np.inf)
+        return np.clip(x + self.arrays["delta"], low, high).astype(np.float32)
+
+
+def load_trigger(path: str | Path, sample_shape: tuple) -> Trigger:
+    """Read a trigger .npz and check it against one sample of shape ``sample_shape``."""
+    path = Path(path)
+    if not path.is_file():
+        raise TriggerError(f"trigger {path}: no such file")
+    try:
+        arrays = {k: v.astype(np.float32) for k, v in read_npz(path, "trigger").items()}
+    except DataError as exc:
+        raise TriggerError(str(exc)) from exc
+    if "mask" in arrays and "pattern" in arrays:
+        kind, used = "blend", ("mask", "pattern")
+    elif "delta" in arrays:
+        kind, used = "delta", ("delta", "clip_min", "clip_max")
+    else:
+        raise TriggerError(f"trigger {path}: needs 'mask' and 'pattern', or 'delta' "
+                           f"(found: {', '.join(arrays) or 'nothing'})")
+    arrays = {k: v for k, v in arrays.items() if k in used}
+    for name, array in arrays.items():
+        _check_array(path, name, array, tuple(sample_shape))
+    if kind == "blend" and (arrays["mask"].min() < 0 or arrays["mask"].max() > 1):
+        raise TriggerError(f"trigger {path}: 'mask' must lie in [0, 1]")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Trigger(kind, arrays, digest, str(path))
+
+
+def _check_array(path: Path, name: str, array: np.ndarray, sample_shape: tuple) -> None:
+    if not np.isfinite(array).all():
+        raise TriggerError(f"trigger {path}: '{name}' holds NaN or Inf")
+    if name.startswith("clip_"):
+        return
+    try:
+        fits = np.broadcast_shapes(array.shape, sample_shape) == sample_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise TriggerError(f"trigger {path}: '{name}' has shape {array.shape}, which does not "
+                           f"broadcast to one sample of shape {sample_shape}")
+
+
+def load_triggered(path: str | Path, clean: Dataset) -> Dataset:
+    """Triggered copies of ``clean``'s samples, same order and shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise TriggerError(f"triggered data {path}: no such file")
+    try:
+        arrays = read_npz(path, "triggered data")
+        if "x" not in arrays:
+            raise TriggerError(f"triggered data {path}: no array named 'x'")
+        x = as_model_scale(arrays, path, "triggered data")
+    except TriggerError:
+        raise
+    except DataError as exc:
+        raise TriggerError(str(exc)) from exc
+    if x.shape != clean.x.shape:
+        raise TriggerError(f"triggered data {path}: shape {x.shape} differs from the clean "
+                           f"data's {clean.x.shape}; it must hold triggered copies of the "
+                           "same samples, in the same order")
+    if not np.isfinite(x).all():
+        raise TriggerError(f"triggered data {path}: 'x' holds NaN or Inf values")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Dataset(x, clean.y, digest, str(path))
