@@ -50,10 +50,13 @@ def find_layers(proto: onnx.ModelProto) -> list[Layer]:
     """Every Conv / Gemm / MatMul with a constant weight, in graph order."""
     inits = initializers(proto)
     users = consumers(proto)
-    found = []
+    found, taken = [], set()
     for index, node in enumerate(proto.graph.node):
         layer = _as_layer(node, index, inits)
         if layer is not None:
+            if layer.name in taken:                       # node names need not be unique
+                layer.name = f"{layer.name}_{index}"
+            taken.add(layer.name)
             layer.followed_by = _follower(node.output[0], users, inits)
             layer.bias = _bias(node, layer, users, inits)
             layer.shared_weight = len(users.get(layer.weight, [])) > 1

@@ -61,3 +61,47 @@ def quality(clean_scores: np.ndarray, triggered_scores: np.ndarray | None,
         if triggered_scores is not None and (~target_rows).any():
             asr = float((triggered_scores[~target_rows].argmax(1) == target).mean())
     return Quality(accuracy, asr, target_accuracy, len(clean_scores))
+
+
+@dataclass
+class Evaluation:
+    """Quality of one model on labelled (or unlabelled) data and its triggered copies."""
+    quality: Quality
+    target_class: int | None
+    target_class_source: str
+    provider: str
+
+    def as_dict(self) -> dict:
+        return {**self.quality.as_dict(), "target_class": self.target_class,
+                "target_class_source": self.target_class_source, "provider": self.provider}
+
+
+def evaluate(model_path, data, triggered_x: np.ndarray | None, target: int | None = None,
+             output: str | None = None, device: str = "auto", batch_size: int = 256,
+             progress=None) -> Evaluation:
+    """Clean accuracy, attack success rate and target-class accuracy of the model at a path.
+
+    Without labels, the model's own clean predictions stand in for them (agreement).
+    """
+    from .collect import open_runner, scores
+    from .errors import InputError
+    from .graph import load_model, score_output
+    from .repair import infer_target
+
+    proto = load_model(model_path).proto
+    name = score_output(proto, output)
+    runner = open_runner(proto, device, "all")
+    clean_scores = scores(runner, data.x, name, batch_size, progress, "scoring clean")
+    triggered = None if triggered_x is None else \
+        scores(runner, triggered_x, name, batch_size, progress, "scoring triggered")
+    n_classes = clean_scores.shape[1]
+    source = "given"
+    if target is not None and not 0 <= target < n_classes:
+        raise InputError(f"--target-class {target} is out of range: the model has "
+                         f"{n_classes} classes (0..{n_classes - 1})")
+    if target is None and triggered is not None:
+        target, share = infer_target(clean_scores.argmax(1), triggered.argmax(1))
+        source = f"read off the model: {share:.0%} of triggered non-target samples"
+    labels = data.y if data.y is not None else clean_scores.argmax(1)
+    return Evaluation(quality(clean_scores, triggered, labels, target), target, source,
+                      runner.provider)

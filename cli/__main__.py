@@ -1,0 +1,3 @@
+from onnx_bdfix_cli.main import main
+
+main()

@@ -1,0 +1,286 @@
+"""onnx-bdfix command line: inspect, repair, evaluate, demo.
+
+Exit codes: 0 ok; 2 usage; 3 the model, data, trigger, device or output path cannot be used;
+4 internal error (a bug: rerun with --debug and report it).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import click
+
+from onnx_bdfix import __version__
+from onnx_bdfix.errors import BdfixError, InputError
+
+EXIT_INPUT, EXIT_INTERNAL = 3, 4
+log = logging.getLogger("onnx_bdfix")
+
+
+# ------------------------------------------------------------------ shared plumbing
+def fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handles_errors(command):
+    """Library errors become one line on stderr and a documented exit code."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return command(*args, **kwargs)
+        except InputError as exc:
+            if debug:
+                traceback.print_exc()
+            fail(" ".join(str(exc).split()), EXIT_INPUT)
+        except BdfixError as exc:
+            if debug:
+                traceback.print_exc()
+            fail(f"internal error: {exc} (rerun with --debug and report it)", EXIT_INTERNAL)
+        except MemoryError:
+            fail("out of memory: lower --batch-size or use fewer samples", EXIT_INPUT)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
+            if debug:
+                traceback.print_exc()
+            fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+                 EXIT_INTERNAL)
+    return wrapper
+
+
+def progress_printer():
+    """Progress on stderr, only when it is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(stage: str, done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        click.echo(f"\r{stage}: {done}/{total}", err=True, nl=False)
+        if end:
+            click.echo("", err=True)
+    return show
+
+
+def device_option(command):
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+                        default="auto", show_default=True,
+                        help="Execution provider: CUDA when it loads (auto), or force one.")(command)
+
+
+def batch_option(command):
+    return click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True,
+                        help="Samples per ONNX Runtime batch (memory grows with it).")(command)
+
+
+def output_option(command):
+    return click.option("--output", "output_name", default=None,
+                        help="Output holding class scores (default: the first float "
+                             "(N, classes) output).")(command)
+
+
+def image_options(command):
+    """How to read a folder of images (ignored for .npz files)."""
+    for option in reversed([
+        click.option("--size", default=None, help="Resize images to HxW (default: model's)."),
+        click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW",
+                     show_default=True, help="Layout of the model input, for image folders."),
+        click.option("--scale", type=float, default=1 / 255, show_default=True,
+                     help="Multiply pixel values (0..255) by this, for image folders."),
+        click.option("--mean", default="0", show_default=True,
+                     help="Per-channel mean to subtract after scaling, comma separated."),
+        click.option("--std", default="1", show_default=True,
+                     help="Per-channel std to divide by after the mean, comma separated.")]):
+        command = option(command)
+    return command
+
+
+def read_image_options(size, layout, scale, mean, std):
+    from onnx_bdfix.data import ImageOptions
+    try:
+        parsed = tuple(int(v) for v in size.lower().split("x")) if size else None
+        if parsed is not None and len(parsed) != 2:
+            raise ValueError
+        means = [float(v) for v in mean.split(",")]
+        stds = [float(v) for v in std.split(",")]
+    except ValueError:
+        raise click.UsageError("--size takes HxW, --mean and --std comma-separated numbers")
+    if any(s == 0 for s in stds):
+        raise click.UsageError("--std values must not be zero")
+    return ImageOptions(parsed, layout, scale, means, stds)
+
+
+def load_inputs(model, data_path, images, what):
+    from onnx_bdfix.data import load_data
+    from onnx_bdfix.graph import load_model, model_input
+    spec = model_input(load_model(model).proto)
+    return spec, load_data(data_path, spec, images, what)
+
+
+# ------------------------------------------------------------------------ commands
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="onnx-bdfix")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what each step does.")
+def main(debug: bool, verbose: bool) -> None:
+    """Remove backdoors from exported ONNX classifiers by local weight edits."""
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@output_option
+@handles_errors
+def inspect(model: str, as_json: bool, output_name: str | None) -> None:
+    """List the editable layers of MODEL in graph order, with their shapes."""
+    from onnx_bdfix.inspect import describe_model
+    info = describe_model(model, output_name)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"model: {model}  (opset {info['opset']}, input {info['input']['name']} "
+               f"{info['input']['shape']}, scores {info['score_output']})")
+    click.echo(f"{'#':>3}  {'layer':40} {'op':6} {'weight':16} {'d':>6} {'m':>5}  bypass  after")
+    for index, layer in enumerate(info["layers"]):
+        click.echo(f"{index:>3}  {layer['name'][:40]:40} {layer['op']:6} "
+                   f"{layer['weight_shape']:16} {layer['key_dim']:>6} {layer['out_dim']:>5}  "
+                   f"{'yes' if layer['bypassed'] else 'no':6}  {layer['followed_by']}")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--clean", required=True, type=click.Path(),
+              help="Clean samples: .npz (x[, y]) or a folder of images.")
+@click.option("-o", "--out", required=True, type=click.Path(), help="Repaired model to write.")
+@click.option("--trigger", type=click.Path(), help="Trigger .npz: mask+pattern, or delta.")
+@click.option("--triggered", type=click.Path(),
+              help="Triggered copies of the clean samples (.npz, same order).")
+@click.option("--layers", default="auto", show_default=True,
+              help="'auto', or comma-separated layer names (see inspect).")
+@click.option("--target-class", type=int, default=None,
+              help="Backdoor target class (default: read off the model).")
+@click.option("--no-repair-step", is_flag=True,
+              help="Do not protect the target class's clean samples.")
+@output_option
+@click.option("--report", type=click.Path(), help="Write the full report as JSON here.")
+@device_option
+@batch_option
+@click.option("--eps", type=float, default=None, help="Ridge strength relative to the key scale.")
+@image_options
+@handles_errors
+def repair(model, clean, out, trigger, triggered, layers, target_class, no_repair_step,
+           output_name, report, device, batch_size, eps, size, layout, scale, mean, std):
+    """Repair MODEL with a known trigger; write and verify the repaired model at OUT."""
+    from onnx_bdfix.data import Dataset
+    from onnx_bdfix.repair import Repair, RepairConfig
+    from onnx_bdfix.triggers import load_trigger, load_triggered
+    if bool(trigger) == bool(triggered):
+        raise click.UsageError("give exactly one of --trigger T.npz or --triggered F.npz")
+    images = read_image_options(size, layout, scale, mean, std)
+    spec, clean_data = load_inputs(model, clean, images, "clean data")
+    if trigger:
+        trig = load_trigger(trigger, tuple(spec.sample_shape))
+        triggered_data = Dataset(trig.apply(clean_data.x), clean_data.y, trig.sha256, trigger)
+    else:
+        triggered_data = load_triggered(triggered, clean_data)
+    config = RepairConfig(layers="auto" if layers == "auto" else layers.split(","),
+                          target_class=target_class, repair_step=not no_repair_step,
+                          output=output_name, device=device, batch_size=batch_size)
+    if eps is not None:
+        config.eps = eps
+    result = Repair(config, progress_printer()).run(model, clean_data, triggered_data, out,
+                                                    triggered_data.sha256)
+    if report:
+        Path(report).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    print_repair(result)
+
+
+def print_repair(result) -> None:
+    click.echo(f"repaired {result.model} -> {result.output_model} on {result.provider}")
+    click.echo(f"target class {result.target_class} ({result.target_class_source})")
+    click.echo(f"edited: {', '.join(result.chosen)}")
+    click.echo(f"why: {result.choice_reason}")
+    parity = result.parity
+    click.echo(f"parity on clean samples: {parity['agreement']:.1%} same class, largest "
+               f"score change {parity['max_score_change']:.4g}")
+    click.echo(quality_table(result.before, result.after))
+
+
+def quality_table(before: dict, after: dict) -> str:
+    def cell(value):
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+    rows = [("clean accuracy", "clean_accuracy"), ("attack success", "attack_success_rate"),
+            ("target-class accuracy", "target_class_accuracy")]
+    lines = [f"{'':24}{'before':>10}{'after':>10}"]
+    lines += [f"{label:24}{cell(before[key]):>10}{cell(after[key]):>10}" for label, key in rows]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--data", required=True, type=click.Path(),
+              help="Evaluation samples: .npz (x[, y]) or a folder of images.")
+@click.option("--trigger", type=click.Path(), help="Trigger .npz: mask+pattern, or delta.")
+@click.option("--triggered-data", type=click.Path(),
+              help="Triggered copies of the data (.npz, same order).")
+@click.option("--target-class", type=int, default=None,
+              help="Backdoor target class (default: read off the model).")
+@output_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@device_option
+@batch_option
+@image_options
+@handles_errors
+def evaluate(model, data, trigger, triggered_data, target_class, output_name, as_json, device,
+             batch_size, size, layout, scale, mean, std):
+    """Clean accuracy, attack success rate and target-class accuracy of MODEL."""
+    from onnx_bdfix.triggers import load_trigger, load_triggered
+    from onnx_bdfix.verify import evaluate as evaluate_model
+    if bool(trigger) == bool(triggered_data):
+        raise click.UsageError("give exactly one of --trigger T.npz or --triggered-data F.npz")
+    images = read_image_options(size, layout, scale, mean, std)
+    spec, dataset = load_inputs(model, data, images, "data")
+    if trigger:
+        triggered_x = load_trigger(trigger, tuple(spec.sample_shape)).apply(dataset.x)
+    else:
+        triggered_x = load_triggered(triggered_data, dataset).x
+    result = evaluate_model(model, dataset, triggered_x, target_class, output_name, device,
+                            batch_size, progress_printer())
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    q = result.quality
+    cell = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    click.echo(f"samples               {q.samples}")
+    click.echo(f"clean accuracy        {cell(q.clean_accuracy)}"
+               + ("" if dataset.y is not None else "  (no labels: agreement with itself)"))
+    click.echo(f"attack success rate   {cell(q.attack_success_rate)}")
+    click.echo(f"target class          {result.target_class} ({result.target_class_source})")
+    click.echo(f"target-class accuracy {cell(q.target_class_accuracy)}")
+
+
+@main.command()
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@handles_errors
+def demo(device: str, as_json: bool) -> None:
+    """Repair a bundled backdoored model and show CA / ASR before and after."""
+    from onnx_bdfix.demo import run_demo
+    with tempfile.TemporaryDirectory() as workdir:
+        result = run_demo(Path(workdir), device, progress_printer())
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"demo: {result['model']}")
+    click.echo(f"repaired with {result['clean_samples']} clean samples, scored on "
+               f"{result['eval_samples']} others ({result['provider']})")
+    click.echo(f"edited layers: {', '.join(result['layers'])}; target class "
+               f"{result['target_class']} (read off the model: {result['inferred_target_class']})")
+    click.echo(quality_table(result["before"], result["after"]))

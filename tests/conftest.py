@@ -1,0 +1,62 @@
+"""Shared helpers: tiny models built in code, and the committed fixtures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+BACKDOORED = ["cnn_badnets", "cnn_blended", "resnet_sig", "sklearn_mlp_badnets",
+              "keras_cnn_blended"]
+
+
+def make_model(nodes, inputs, outputs, initializers, opset=17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def tensor_info(name, shape, dtype=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def init(name, array) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+def mlp(seed: int = 0, d: int = 12, hidden: int = 16, classes: int = 4) -> onnx.ModelProto:
+    """x (N, d) -> Gemm -> Relu -> Gemm -> logits (N, classes)."""
+    rng = np.random.default_rng(seed)
+    return make_model(
+        [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1", transB=1),
+         helper.make_node("Relu", ["h"], ["r"], name="relu"),
+         helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], name="fc2", transB=1)],
+        [tensor_info("x", ["N", d])], [tensor_info("logits", ["N", classes])],
+        [init("w1", rng.normal(size=(hidden, d)).astype(np.float32)),
+         init("b1", rng.normal(size=hidden).astype(np.float32)),
+         init("w2", rng.normal(size=(classes, hidden)).astype(np.float32)),
+         init("b2", rng.normal(size=classes).astype(np.float32))])
+
+
+@pytest.fixture
+def fixture_dir():
+    def get(name: str) -> Path:
+        return FIXTURES / name
+    return get
+
+
+def card(name: str) -> dict:
+    return json.loads((FIXTURES / name / "card.json").read_text())
