@@ -38,6 +38,7 @@ class LayerEvidence:
 @dataclass
 class CandidateResult:
     layers: tuple[str, ...]
+    eps: float                     # ridge strength of this candidate
     attack_success: float          # held-out triggered samples sent to the target
     agreement: float               # held-out clean samples keeping their class
     target_agreement: float | None
