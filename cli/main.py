@@ -35,6 +35,8 @@ def handles_errors(command):
         debug = click.get_current_context().find_root().params.get("debug", False)
         try:
             return command(*args, **kwargs)
+        except click.ClickException:
+            raise
         except InputError as exc:
             if debug:
                 traceback.print_exc()

@@ -1,0 +1,127 @@
+"""The command line: help, exit codes, one-line errors, JSON, and the installed entry point."""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from onnx_bdfix_cli.main import main
+
+from conftest import FIXTURES
+
+BADNETS = FIXTURES / "cnn_badnets"
+
+
+@pytest.fixture
+def cli():
+    return CliRunner()
+
+
+def small_clean(tmp_path, n=60):
+    with np.load(BADNETS / "clean.npz") as pool:
+        np.savez(tmp_path / "clean.npz", x=pool["x"][:n], scale=pool["scale"])
+    return tmp_path / "clean.npz"
+
+
+@pytest.mark.parametrize("command", ["inspect", "repair", "evaluate", "demo"])
+def test_every_command_has_help(cli, command):
+    result = cli.invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert len(main.commands[command].help) > 20
+
+
+def test_inspect_json(cli):
+    result = cli.invoke(main, ["inspect", str(BADNETS / "model.onnx"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert [layer["op"] for layer in info["layers"]] == ["Conv", "Conv", "Gemm", "Gemm"]
+    assert info["score_output"] == "logits"
+
+
+def test_repair_then_evaluate(cli, tmp_path):
+    out, report = tmp_path / "fixed.onnx", tmp_path / "report.json"
+    result = cli.invoke(main, ["repair", str(BADNETS / "model.onnx"), "--clean",
+                               str(small_clean(tmp_path)), "--trigger",
+                               str(BADNETS / "trigger.npz"), "-o", str(out),
+                               "--report", str(report), "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    assert "attack success" in result.stdout
+    assert json.loads(report.read_text())["target_class"] == 0
+    result = cli.invoke(main, ["evaluate", str(out), "--data", str(BADNETS / "eval.npz"),
+                               "--trigger", str(BADNETS / "trigger.npz"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["attack_success_rate"] < 0.05
+
+
+def test_bad_model_is_exit_3_with_one_line_and_nothing_written(cli, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not onnx")
+    out = tmp_path / "out.onnx"
+    result = cli.invoke(main, ["repair", str(bad), "--clean", str(small_clean(tmp_path)),
+                               "--trigger", str(BADNETS / "trigger.npz"), "-o", str(out)])
+    assert result.exit_code == 3
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+    assert bad.read_bytes() == b"this is not onnx"
+
+
+def test_trigger_that_does_not_broadcast_is_exit_3(cli, tmp_path):
+    np.savez(tmp_path / "t.npz", mask=np.ones((3, 5)), pattern=np.ones((3, 5)))
+    result = cli.invoke(main, ["evaluate", str(BADNETS / "model.onnx"), "--data",
+                               str(BADNETS / "eval.npz"), "--trigger", str(tmp_path / "t.npz")])
+    assert result.exit_code == 3
+    assert "does not broadcast" in result.stderr
+
+
+def test_output_equal_to_input_is_refused(cli, tmp_path):
+    model = tmp_path / "m.onnx"
+    shutil.copyfile(BADNETS / "model.onnx", model)
+    before = model.read_bytes()
+    result = cli.invoke(main, ["repair", str(model), "--clean", str(small_clean(tmp_path)),
+                               "--trigger", str(BADNETS / "trigger.npz"), "-o", str(model)])
+    assert result.exit_code == 3 and "overwrite" in result.stderr
+    assert model.read_bytes() == before
+
+
+def test_missing_trigger_is_usage_error(cli, tmp_path):
+    result = cli.invoke(main, ["repair", str(BADNETS / "model.onnx"), "--clean",
+                               str(small_clean(tmp_path)), "-o", str(tmp_path / "o.onnx")])
+    assert result.exit_code == 2
+
+
+def test_target_class_out_of_range_is_exit_3(cli):
+    result = cli.invoke(main, ["evaluate", str(BADNETS / "model.onnx"), "--data",
+                               str(BADNETS / "eval.npz"), "--trigger",
+                               str(BADNETS / "trigger.npz"), "--target-class", "10"])
+    assert result.exit_code == 3 and "out of range" in result.stderr
+
+
+def test_cuda_without_cuda_is_a_clear_error(cli):
+    import onnxruntime
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    result = cli.invoke(main, ["evaluate", str(BADNETS / "model.onnx"), "--data",
+                               str(BADNETS / "eval.npz"), "--trigger",
+                               str(BADNETS / "trigger.npz"), "--device", "cuda"])
+    assert result.exit_code == 3 and "CUDA" in result.stderr
+
+
+def test_demo_removes_the_backdoor(cli):
+    result = cli.invoke(main, ["demo", "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["before"]["attack_success_rate"] > 0.95
+    assert figures["after"]["attack_success_rate"] < 0.05
+
+
+def test_installed_command_runs(tmp_path):
+    command = shutil.which("onnx-bdfix")
+    if command is None:
+        pytest.skip("onnx-bdfix is not installed in this environment")
+    done = subprocess.run([command, "inspect", str(BADNETS / "model.onnx")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "/head/head.3/Gemm" in done.stdout
