@@ -34,8 +34,8 @@ class RepairConfig:
     target_class: int | None = None
     repair_step: bool = True
     target_weight: float | None = None  # weight of target-class clean keys; None: n_classes
-    alpha: float = 1.0
-    keep_mean: bool = True              # shift biases so the mean clean output is kept
+    alpha: float | None = None          # weight of the triggered term; None: cross-validated
+    alpha_grid: tuple = (0.3, 1.0)
     eps: float | None = None            # ridge ε; None: chosen by cross-validation
     eps_grid: tuple = (1e-2, 1e-1)
     folds: int = 4
@@ -124,10 +124,10 @@ def mean_keeping_biases(proto: onnx.ModelProto, layers: list[Layer],
 
 
 def edited_model(proto: onnx.ModelProto, layers: list[Layer], stats: dict[str, KeyStats],
-                 config: "RepairConfig", eps: float) -> onnx.ModelProto:
-    """Compute the corrections for ``layers`` from ``stats`` and apply them to a copy."""
-    deltas = corrections(proto, layers, stats, config.alpha, eps)
-    biases = mean_keeping_biases(proto, layers, deltas, stats) if config.keep_mean else {}
+                 strength: tuple[float, float]) -> onnx.ModelProto:
+    """Corrections for ``layers`` from ``stats`` at (alpha, eps), applied to a copy."""
+    deltas = corrections(proto, layers, stats, *strength)
+    biases = mean_keeping_biases(proto, layers, deltas, stats)
     return patched(proto, {layer.name: layer for layer in layers},
                    corrected_weights(proto, layers, deltas), biases)
 
@@ -191,11 +191,10 @@ class Repair:
                                           bounds, output) if cfg.repair_step else None
 
         start = time.perf_counter()
-        grid = [cfg.eps] if cfg.eps is not None else list(cfg.eps_grid)
         results = [self._cross_validate(proto, [by_name[n] for n in names], collected,
                                         target_stats, weight, clean_x, triggered_x, bounds,
-                                        reference, target, output, eps)
-                   for eps in grid for names in sets]
+                                        reference, target, output, strength)
+                   for strength in self._strengths() for names in sets]
         chosen = best(results)
         clock["choose"] = time.perf_counter() - start
 
@@ -204,7 +203,7 @@ class Repair:
         stats = {layer.name: combined(collected.stats[layer.name],
                                       target_stats[layer.name] if target_stats else None,
                                       weight) for layer in chosen_layers}
-        repaired = edited_model(proto, chosen_layers, stats, cfg, chosen.eps)
+        repaired = edited_model(proto, chosen_layers, stats, (chosen.alpha, chosen.eps))
         set_provenance(repaired, self._provenance(loaded, clean, trigger_sha256, chosen, target))
         clock["solve_patch"] = time.perf_counter() - start
 
@@ -233,6 +232,12 @@ class Repair:
             timings={k: round(v, 3) for k, v in clock.items()}, config=asdict(cfg))
 
     # -- steps ------------------------------------------------------------------------
+    def _strengths(self) -> list[tuple[float, float]]:
+        """(alpha, eps) pairs to cross-validate: the given values, or the grids."""
+        alphas = [self.config.alpha] if self.config.alpha is not None else self.config.alpha_grid
+        epses = [self.config.eps] if self.config.eps is not None else self.config.eps_grid
+        return [(alpha, eps) for alpha in alphas for eps in epses]
+
     def _target(self, reference: np.ndarray, collected) -> tuple[int, str]:
         n_classes = collected.clean_scores.shape[1]
         triggered_pred = collected.triggered_scores.argmax(1)
@@ -260,7 +265,7 @@ class Repair:
 
     def _cross_validate(self, proto, layers, collected, target_stats, weight, clean_x,
                         triggered_x, bounds, reference, target, output,
-                        eps: float) -> CandidateResult:
+                        strength: tuple[float, float]) -> CandidateResult:
         cfg = self.config
         clean_pred = np.empty(len(clean_x), np.int64)
         triggered_pred = np.empty(len(clean_x), np.int64)
@@ -268,14 +273,14 @@ class Repair:
             stats = {layer.name: combined(collected.stats[layer.name],
                                           target_stats[layer.name] if target_stats else None,
                                           weight, leave_out=fold) for layer in layers}
-            runner = open_runner(edited_model(proto, layers, stats, cfg, eps), cfg.device, "all")
+            runner = open_runner(edited_model(proto, layers, stats, strength), cfg.device, "all")
             rows = slice(bounds[fold], bounds[fold + 1])
             clean_pred[rows] = scores(runner, clean_x[rows], output, cfg.batch_size).argmax(1)
             triggered_pred[rows] = scores(runner, triggered_x[rows], output,
                                           cfg.batch_size).argmax(1)
         others, own = reference != target, reference == target
         return CandidateResult(
-            tuple(layer.name for layer in layers), eps,
+            tuple(layer.name for layer in layers), *strength,
             float((triggered_pred[others] == target).mean()) if others.any() else 0.0,
             float((clean_pred == reference).mean()),
             float((clean_pred[own] == target).mean()) if own.any() else None)
@@ -299,7 +304,7 @@ class Repair:
         return {"tool": "onnx-bdfix", "version": __version__, "mode": "bdk",
                 "input_sha256": loaded.sha256, "clean_sha256": clean.sha256,
                 "trigger_sha256": trigger_sha256, "clean_samples": len(clean),
-                "layers": list(chosen.layers), "eps": chosen.eps, "target_class": target,
+                "layers": list(chosen.layers), "alpha": chosen.alpha, "eps": chosen.eps, "target_class": target,
                 "parameters": asdict(self.config)}
 
 
@@ -314,6 +319,7 @@ def _reason(chosen: CandidateResult, results: list[CandidateResult], requested) 
     if requested not in ("auto", ["auto"]):
         return "named with --layers"
     return (f"lowest held-out score (attack success + lost clean agreement) of "
-            f"{len(results)} candidates (layers x ridge): eps={chosen.eps:g}, "
+            f"{len(results)} candidates (layers x strength): alpha={chosen.alpha:g}, "
+            f"eps={chosen.eps:g}, "
             f"{chosen.attack_success:.1%} attack success, "
             f"{chosen.agreement:.1%} clean agreement")
