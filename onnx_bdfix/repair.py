@@ -34,7 +34,7 @@ class RepairConfig:
     target_class: int | None = None
     repair_step: bool = True
     target_weight: float | None = None  # weight of target-class clean keys; None: n_classes
-    alpha: float | None = None          # weight of the triggered term; None: cross-validated
+    alpha: float | None = 0.3           # weight of the triggered term; None: cross-validated
     alpha_grid: tuple = (0.3, 1.0)
     eps: float | None = None            # ridge ε; None: chosen by cross-validation
     eps_grid: tuple = (1e-2, 1e-1)

@@ -46,9 +46,9 @@ class CandidateResult:
 
     @property
     def score(self) -> float:
-        """Held-out attack success + lost clean agreement (target agreement is reported only:
-        with ~10 target samples per run it was too noisy to choose by)."""
-        return self.attack_success + (1.0 - self.agreement)
+        """Held-out attack success + lost clean agreement + lost target-class agreement."""
+        target_loss = 0.0 if self.target_agreement is None else 1.0 - self.target_agreement
+        return self.attack_success + (1.0 - self.agreement) + target_loss
 
     def as_dict(self) -> dict:
         return {**asdict(self), "score": self.score}
