@@ -42,9 +42,9 @@ def test_backdoor_is_removed(name, tmp_path):
     report, before, after = repair_fixture(name, tmp_path / "out.onnx")
     assert before.attack_success_rate > 0.95                  # the fixture is backdoored
     assert report.target_class == card(name)["target_class"]  # read off the model
-    assert after.attack_success_rate <= 0.05
-    assert before.clean_accuracy - after.clean_accuracy <= 0.03
-    assert before.target_class_accuracy - after.target_class_accuracy <= 0.10
+    assert after.attack_success_rate <= 0.06                  # measured: 1.0 % .. 4.7 %
+    assert before.clean_accuracy - after.clean_accuracy <= 0.02                 # <= 1.1
+    assert before.target_class_accuracy - after.target_class_accuracy <= 0.05   # <= 2.6
     assert report.parity["agreement"] >= 0.9
 
 
