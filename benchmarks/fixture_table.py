@@ -28,8 +28,8 @@ def evaluate(model: Path, folder: Path, target: int) -> dict:
 
 
 def main(n: int) -> None:
-    print(f"| fixture | layers edited | CA before → after | ASR before → after | "
-          f"target-class acc before → after |")
+    print("| fixture | layers edited | CA before → after | ASR before → after | "
+          "target-class acc before → after |")
     print("|---|---|---|---|---|")
     for folder in sorted(p for p in FIXTURES.iterdir() if (p / "card.json").exists()):
         card = json.loads((folder / "card.json").read_text())

@@ -71,7 +71,8 @@ def progress_printer():
 def device_option(command):
     return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
                         default="auto", show_default=True,
-                        help="Execution provider: CUDA when it loads (auto), or force one.")(command)
+                        help="Execution provider: CUDA when it loads (auto), or force one."
+                        )(command)
 
 
 def batch_option(command):
@@ -197,8 +198,7 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
                           output=output_name, device=device, batch_size=batch_size)
     if eps is not None:
         config.eps = eps
-    result = Repair(config, progress_printer()).run(model, clean_data, triggered_data, out,
-                                                    triggered_data.sha256)
+    result = Repair(config, progress_printer()).run(model, clean_data, triggered_data, out)
     if report:
         Path(report).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     print_repair(result)

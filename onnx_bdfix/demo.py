@@ -31,7 +31,7 @@ def run_demo(workdir: Path, device: str = "auto", progress: Progress | None = No
     triggered = Dataset(trigger.apply(clean.x), None, trigger.sha256, trigger.source)
     repaired = workdir / "demo_repaired.onnx"
     report = Repair(RepairConfig(device=device), progress).run(
-        model, clean, triggered, repaired, trigger.sha256)
+        model, clean, triggered, repaired)
     held_out = load_data(folder / "eval.npz", spec, what="evaluation data")
     triggered_eval = trigger.apply(held_out.x)
     target = card["target_class"]

@@ -12,8 +12,9 @@ import onnx
 from . import __version__
 from .collect import Progress, collect_statistics, open_runner, scores
 from .data import Dataset
-from .errors import DataError, InputError, ModelError, OutputPathError, TriggerError
-from .graph import LoadedModel, load_model, model_input, save_model, score_output
+from .errors import DataError, InputError, ModelError, OutputPathError
+from .graph import (LoadedModel, has_bypass, load_model, model_input, save_model,
+                    score_output)
 from .layers import (Layer, bias_array, find_layers, from_matrices, shifted_bias, to_matrices,
                      weight_array)
 from .patch import patched, set_provenance
@@ -156,14 +157,14 @@ class Repair:
         self.config = config or RepairConfig()
         self.progress = progress
 
-    def run(self, model_path, clean: Dataset, triggered: Dataset, out_path,
-            trigger_sha256: str) -> RepairReport:
+    def run(self, model_path, clean: Dataset, triggered: Dataset, out_path) -> RepairReport:
+        """``triggered`` holds the triggered copies of ``clean``'s samples, same order."""
         cfg, clock = self.config, {}
         start = time.perf_counter()
         loaded = load_model(model_path)
         _check_paths(Path(model_path), Path(out_path))
         proto = loaded.proto
-        model_input(proto)
+        model_input(proto)                       # one float data input, or a clear error
         output = score_output(proto, cfg.output)
         layers = find_layers(proto)
         if not layers:
@@ -204,7 +205,7 @@ class Repair:
                                       target_stats[layer.name] if target_stats else None,
                                       weight) for layer in chosen_layers}
         repaired = edited_model(proto, chosen_layers, stats, (chosen.alpha, chosen.eps))
-        set_provenance(repaired, self._provenance(loaded, clean, trigger_sha256, chosen, target))
+        set_provenance(repaired, self._provenance(loaded, clean, triggered, chosen, target))
         clock["solve_patch"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -286,7 +287,6 @@ class Repair:
             float((clean_pred[own] == target).mean()) if own.any() else None)
 
     def _evidence(self, proto, layers, involved, collected, output, chosen):
-        from .graph import has_bypass
         evidence = []
         for layer in layers:
             stats = total(collected.stats[layer.name]) if layer in involved else None
@@ -299,12 +299,13 @@ class Repair:
                 candidate=layer in involved, chosen=layer.name in chosen.layers))
         return evidence
 
-    def _provenance(self, loaded: LoadedModel, clean: Dataset, trigger_sha256: str,
+    def _provenance(self, loaded: LoadedModel, clean: Dataset, triggered: Dataset,
                     chosen: CandidateResult, target: int) -> dict:
         return {"tool": "onnx-bdfix", "version": __version__, "mode": "bdk",
                 "input_sha256": loaded.sha256, "clean_sha256": clean.sha256,
-                "trigger_sha256": trigger_sha256, "clean_samples": len(clean),
-                "layers": list(chosen.layers), "alpha": chosen.alpha, "eps": chosen.eps, "target_class": target,
+                "trigger_sha256": triggered.sha256, "clean_samples": len(clean),
+                "layers": list(chosen.layers), "alpha": chosen.alpha, "eps": chosen.eps,
+                "target_class": target,
                 "parameters": asdict(self.config)}
 
 

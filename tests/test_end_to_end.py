@@ -28,7 +28,7 @@ def repair_fixture(name, out_path, **options):
     trigger = load_trigger(folder / "trigger.npz", tuple(spec.sample_shape))
     triggered = Dataset(trigger.apply(clean.x), None, trigger.sha256, trigger.source)
     report = Repair(RepairConfig(device="cpu", **options)).run(
-        folder / "model.onnx", clean, triggered, out_path, trigger.sha256)
+        folder / "model.onnx", clean, triggered, out_path)
     held_out = load_data(folder / "eval.npz", spec)
     triggered_eval = trigger.apply(held_out.x)
     target = card(name)["target_class"]

@@ -17,19 +17,13 @@ from conftest import init, make_model, mlp, run, tensor_info
 def residual():
     """x -> fc_in -> [branch: fc_branch] + skip -> fc_out."""
     rng = np.random.default_rng(0)
-    w = lambda: init_counter(rng)  # noqa: E731
     nodes = [helper.make_node("MatMul", ["x", "w_in"], ["a"], name="fc_in"),
              helper.make_node("MatMul", ["a", "w_branch"], ["b"], name="fc_branch"),
              helper.make_node("Add", ["a", "b"], ["c"], name="merge"),
              helper.make_node("MatMul", ["c", "w_out"], ["y"], name="fc_out")]
     inits = [init(name, rng.normal(size=(4, 4)).astype(np.float32))
              for name in ("w_in", "w_branch", "w_out")]
-    del w
     return make_model(nodes, [tensor_info("x", ["N", 4])], [tensor_info("y", ["N", 4])], inits)
-
-
-def init_counter(rng):
-    return rng
 
 
 def test_bypass_is_found_only_for_branch_layers():

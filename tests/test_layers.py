@@ -28,7 +28,8 @@ def conv_model(case, cin=4, h=9, w=8):
     inits = [init("w", weight)] + ([init("b", rng.normal(size=out).astype(np.float32))]
                                    if case.get("bias", True) else [])
     model = make_model([helper.make_node("Conv", inputs, ["y"], name="conv", **attrs)],
-                       [tensor_info("x", [2, cin, h, w])], [tensor_info("y", ["a", "b", "c", "d"])], inits)
+                       [tensor_info("x", [2, cin, h, w])],
+                       [tensor_info("y", ["a", "b", "c", "d"])], inits)
     return model, rng.normal(size=(2, cin, h, w)).astype(np.float32)
 
 
