@@ -1,22 +1,25 @@
-"""Repair every committed fixture with N clean samples and the defaults; print CA/ASR table.
+"""Repair every committed fixture with N clean samples and the defaults; print CA/ASR tables.
 
-    python benchmarks/fixture_table.py [N]        (N defaults to 100)
+    python benchmarks/fixture_table.py [N] [--subsets K]
 
+N defaults to 100. With --subsets K (K * N <= 500), each fixture is repaired K times, on K
+disjoint slices of its clean pool, and a second table gives the mean and the worst change.
 It calls the installed command line, exactly as a user would:
-    onnx-bdfix repair MODEL --clean CLEAN_N.npz --trigger T.npz -o OUT
+    onnx-bdfix repair MODEL --clean CLEAN_N.npz --trigger T.npz -o OUT --report R.json
     onnx-bdfix evaluate MODEL --data eval.npz --trigger T.npz --target-class C --json
 """
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+KEYS = ("clean_accuracy", "attack_success_rate", "target_class_accuracy")
 
 
 def evaluate(model: Path, folder: Path, target: int) -> dict:
@@ -27,28 +30,47 @@ def evaluate(model: Path, folder: Path, target: int) -> dict:
     return json.loads(out)
 
 
-def main(n: int) -> None:
-    print("| fixture | layers edited | CA before → after | ASR before → after | "
-          "target-class acc before → after |")
-    print("|---|---|---|---|---|")
+def repair(folder: Path, rows: slice, work: Path) -> tuple[dict, dict]:
+    with np.load(folder / "clean.npz") as pool:
+        np.savez(work / "clean.npz", x=pool["x"][rows], scale=pool["scale"])
+    subprocess.run(["onnx-bdfix", "repair", str(folder / "model.onnx"), "--clean",
+                    str(work / "clean.npz"), "--trigger", str(folder / "trigger.npz"),
+                    "-o", str(work / "out.onnx"), "--report", str(work / "r.json")],
+                   check=True, capture_output=True, text=True)
+    target = json.loads((folder / "card.json").read_text())["target_class"]
+    return json.loads((work / "r.json").read_text()), evaluate(work / "out.onnx", folder, target)
+
+
+def main(n: int, subsets: int) -> None:
+    first = ["| fixture | layers edited | CA before → after | ASR before → after | "
+             "target-class acc before → after |", "|---|---|---|---|---|"]
+    spread = ["| fixture | CA change mean (worst) | ASR after mean (worst) | "
+              "target-class change mean (worst) |", "|---|---|---|---|"]
     for folder in sorted(p for p in FIXTURES.iterdir() if (p / "card.json").exists()):
-        card = json.loads((folder / "card.json").read_text())
-        with tempfile.TemporaryDirectory() as work:
-            work = Path(work)
-            with np.load(folder / "clean.npz") as pool:
-                np.savez(work / "clean.npz", x=pool["x"][:n], scale=pool["scale"])
-            subprocess.run(["onnx-bdfix", "repair", str(folder / "model.onnx"), "--clean",
-                            str(work / "clean.npz"), "--trigger", str(folder / "trigger.npz"),
-                            "-o", str(work / "out.onnx"), "--report", str(work / "r.json")],
-                           check=True, capture_output=True, text=True)
-            report = json.loads((work / "r.json").read_text())
-            target = card["target_class"]
-            before = evaluate(folder / "model.onnx", folder, target)
-            after = evaluate(work / "out.onnx", folder, target)
+        target = json.loads((folder / "card.json").read_text())["target_class"]
+        before = evaluate(folder / "model.onnx", folder, target)
+        runs = []
+        for index in range(subsets):
+            with tempfile.TemporaryDirectory() as work:
+                runs.append(repair(folder, slice(index * n, (index + 1) * n), Path(work)))
+        report, after = runs[0]
         pct = lambda key: f"{100 * before[key]:.1f} → {100 * after[key]:.1f}"  # noqa: E731
-        print(f"| {folder.name} | {', '.join(report['chosen'])} | {pct('clean_accuracy')} | "
-              f"{pct('attack_success_rate')} | {pct('target_class_accuracy')} |", flush=True)
+        first.append(f"| {folder.name} | {', '.join(report['chosen'])} | "
+                     f"{pct(KEYS[0])} | {pct(KEYS[1])} | {pct(KEYS[2])} |")
+        change = {key: np.array([100 * (a[key] - before[key]) for _, a in runs]) for key in KEYS}
+        asr = np.array([100 * a[KEYS[1]] for _, a in runs])
+        spread.append(f"| {folder.name} | {change[KEYS[0]].mean():+.1f} "
+                      f"({change[KEYS[0]].min():+.1f}) | {asr.mean():.1f} ({asr.max():.1f}) | "
+                      f"{change[KEYS[2]].mean():+.1f} ({change[KEYS[2]].min():+.1f}) |")
+        print(first[-1], flush=True)
+    print("\n".join(["", f"First {n} samples of each pool:"] + first))
+    if subsets > 1:
+        print("\n".join(["", f"{subsets} disjoint slices of {n} samples:"] + spread))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", nargs="?", type=int, default=100)
+    parser.add_argument("--subsets", type=int, default=1)
+    args = parser.parse_args()
+    main(args.n, args.subsets)

@@ -17,6 +17,7 @@ from .graph import (LoadedModel, has_bypass, load_model, model_input, save_model
                     score_output)
 from .layers import (Layer, bias_array, find_layers, from_matrices, shifted_bias, to_matrices,
                      weight_array)
+from .calibrate import held_out_figures, logit_layer, offset_bias, target_offset
 from .patch import patched, set_provenance
 from .select import (CandidateResult, LayerEvidence, best, candidate_sets, key_divergence,
                      output_divergence)
@@ -35,7 +36,8 @@ class RepairConfig:
     target_class: int | None = None
     repair_step: bool = True
     target_weight: float | None = None  # weight of target-class clean keys; None: n_classes
-    alpha: float | None = 0.3           # weight of the triggered term; None: cross-validated
+    alpha: float | None = 0.1           # weight of the triggered term; None: cross-validated
+    overshoot: float = 0.25             # push triggered outputs past clean, away from the shift
     alpha_grid: tuple = (0.3, 1.0)
     eps: float | None = None            # ridge ε; None: chosen by cross-validation
     eps_grid: tuple = (1e-2, 1e-1)
@@ -59,6 +61,7 @@ class RepairReport:
     chosen: list[str]
     choice_reason: str
     candidates: list[dict]
+    repair_step: dict
     parity: dict
     before: dict
     after: dict
@@ -98,10 +101,11 @@ def combined(stats: list[KeyStats], target_stats: list[KeyStats] | None, weight:
 
 
 def corrections(proto: onnx.ModelProto, layers: list[Layer], stats: dict[str, KeyStats],
-                alpha: float, eps: float) -> dict[str, np.ndarray]:
+                alpha: float, eps: float, overshoot: float) -> dict[str, np.ndarray]:
     """Δ (groups, m, d) for each layer: computed, not applied."""
     return {layer.name: bdk_correction(to_matrices(layer, weight_array(proto, layer)),
-                                       stats[layer.name], alpha, eps) for layer in layers}
+                                       stats[layer.name], alpha, eps, overshoot)
+            for layer in layers}
 
 
 def corrected_weights(proto: onnx.ModelProto, layers: list[Layer],
@@ -124,13 +128,27 @@ def mean_keeping_biases(proto: onnx.ModelProto, layers: list[Layer],
     return biases
 
 
+@dataclass
+class Anchor:
+    """The repair step's offset on the target class's logit, through ``layer``'s bias."""
+    layer: Layer
+    target: int
+    offset: float = 0.0
+
+
 def edited_model(proto: onnx.ModelProto, layers: list[Layer], stats: dict[str, KeyStats],
-                 strength: tuple[float, float]) -> onnx.ModelProto:
-    """Corrections for ``layers`` from ``stats`` at (alpha, eps), applied to a copy."""
+                 strength: tuple[float, float, float],
+                 anchor: Anchor | None = None) -> onnx.ModelProto:
+    """Corrections for ``layers`` at (alpha, eps, overshoot), plus the anchor, on a copy."""
     deltas = corrections(proto, layers, stats, *strength)
     biases = mean_keeping_biases(proto, layers, deltas, stats)
-    return patched(proto, {layer.name: layer for layer in layers},
-                   corrected_weights(proto, layers, deltas), biases)
+    touched = {layer.name: layer for layer in layers}
+    if anchor is not None and anchor.offset:
+        name = anchor.layer.name
+        start = biases.get(name, bias_array(proto, anchor.layer))
+        biases[name] = offset_bias(anchor.layer, start, anchor.target, anchor.offset)
+        touched[name] = anchor.layer
+    return patched(proto, touched, corrected_weights(proto, layers, deltas), biases)
 
 
 def pick_layers(requested, layers: list[Layer], proto, output, max_layers) -> list[tuple]:
@@ -147,6 +165,28 @@ def pick_layers(requested, layers: list[Layer], proto, output, max_layers) -> li
         raise InputError(f"--layers: no editable layer named {', '.join(unknown)}; "
                          f"editable layers: {', '.join(sorted(known))}")
     return [tuple(names)]
+
+
+@dataclass
+class Fit:
+    """What every candidate edit is fitted and scored on (samples ordered by fold)."""
+    proto: onnx.ModelProto
+    collected: object                 # collect.Collected
+    target_stats: dict | None         # layer name -> [KeyStats per fold], target-class keys
+    target_weight: float
+    clean_x: np.ndarray
+    triggered_x: np.ndarray
+    bounds: list[int]
+    reference: np.ndarray             # (N,) the original model's clean predictions
+    target: int
+    output: str
+    anchor_layer: Layer | None
+
+    def stats(self, layers: list[Layer], leave_out: int | None = None) -> dict[str, KeyStats]:
+        return {layer.name: combined(self.collected.stats[layer.name],
+                                     self.target_stats[layer.name] if self.target_stats
+                                     else None, self.target_weight, leave_out)
+                for layer in layers}
 
 
 # ------------------------------------------------------------------------ the repair
@@ -192,19 +232,20 @@ class Repair:
                                           bounds, output) if cfg.repair_step else None
 
         start = time.perf_counter()
-        results = [self._cross_validate(proto, [by_name[n] for n in names], collected,
-                                        target_stats, weight, clean_x, triggered_x, bounds,
-                                        reference, target, output, strength)
+        n_classes = collected.clean_scores.shape[1]
+        anchor_layer = logit_layer(proto, layers, output, n_classes) if cfg.repair_step else None
+        fit = Fit(proto, collected, target_stats, weight, clean_x, triggered_x, bounds,
+                  reference, target, output, anchor_layer)
+        results = [self._cross_validate(fit, [by_name[n] for n in names], strength)
                    for strength in self._strengths() for names in sets]
         chosen = best(results)
         clock["choose"] = time.perf_counter() - start
 
         start = time.perf_counter()
         chosen_layers = [by_name[name] for name in chosen.layers]
-        stats = {layer.name: combined(collected.stats[layer.name],
-                                      target_stats[layer.name] if target_stats else None,
-                                      weight) for layer in chosen_layers}
-        repaired = edited_model(proto, chosen_layers, stats, (chosen.alpha, chosen.eps))
+        anchor = Anchor(anchor_layer, target, chosen.target_offset) if anchor_layer else None
+        repaired = edited_model(proto, chosen_layers, fit.stats(chosen_layers),
+                                (chosen.alpha, chosen.eps, cfg.overshoot), anchor)
         set_provenance(repaired, self._provenance(loaded, clean, triggered, chosen, target))
         clock["solve_patch"] = time.perf_counter() - start
 
@@ -225,6 +266,10 @@ class Repair:
             provider=runner.provider, target_class=target, target_class_source=source,
             layers=[e.as_dict() for e in evidence], chosen=list(chosen.layers),
             choice_reason=_reason(chosen, results, cfg.layers),
+            repair_step={"enabled": cfg.repair_step, "target_key_weight": weight,
+                         "target_samples": int((reference == target).sum()),
+                         "anchor_layer": anchor_layer.name if anchor_layer else None,
+                         "target_logit_offset": chosen.target_offset},
             candidates=[r.as_dict() for r in results],
             parity=parity(collected.clean_scores, after_clean).as_dict(),
             before=quality(collected.clean_scores, collected.triggered_scores, labels,
@@ -233,11 +278,11 @@ class Repair:
             timings={k: round(v, 3) for k, v in clock.items()}, config=asdict(cfg))
 
     # -- steps ------------------------------------------------------------------------
-    def _strengths(self) -> list[tuple[float, float]]:
+    def _strengths(self) -> list[tuple[float, float, float]]:
         """(alpha, eps) pairs to cross-validate: the given values, or the grids."""
         alphas = [self.config.alpha] if self.config.alpha is not None else self.config.alpha_grid
         epses = [self.config.eps] if self.config.eps is not None else self.config.eps_grid
-        return [(alpha, eps) for alpha in alphas for eps in epses]
+        return [(alpha, eps, self.config.overshoot) for alpha in alphas for eps in epses]
 
     def _target(self, reference: np.ndarray, collected) -> tuple[int, str]:
         n_classes = collected.clean_scores.shape[1]
@@ -264,27 +309,26 @@ class Repair:
                                    "repair step")
         return again.stats
 
-    def _cross_validate(self, proto, layers, collected, target_stats, weight, clean_x,
-                        triggered_x, bounds, reference, target, output,
-                        strength: tuple[float, float]) -> CandidateResult:
+    def _cross_validate(self, fit: "Fit", layers: list[Layer],
+                        strength: tuple[float, float, float]) -> CandidateResult:
+        """Fit on all folds but one, score the held-out one; then the target-logit anchor."""
         cfg = self.config
-        clean_pred = np.empty(len(clean_x), np.int64)
-        triggered_pred = np.empty(len(clean_x), np.int64)
-        for fold in range(len(bounds) - 1):
-            stats = {layer.name: combined(collected.stats[layer.name],
-                                          target_stats[layer.name] if target_stats else None,
-                                          weight, leave_out=fold) for layer in layers}
-            runner = open_runner(edited_model(proto, layers, stats, strength), cfg.device, "all")
-            rows = slice(bounds[fold], bounds[fold + 1])
-            clean_pred[rows] = scores(runner, clean_x[rows], output, cfg.batch_size).argmax(1)
-            triggered_pred[rows] = scores(runner, triggered_x[rows], output,
-                                          cfg.batch_size).argmax(1)
-        others, own = reference != target, reference == target
-        return CandidateResult(
-            tuple(layer.name for layer in layers), *strength,
-            float((triggered_pred[others] == target).mean()) if others.any() else 0.0,
-            float((clean_pred == reference).mean()),
-            float((clean_pred[own] == target).mean()) if own.any() else None)
+        held_clean = np.empty_like(fit.collected.clean_scores)           # (N, classes)
+        held_triggered = np.empty_like(fit.collected.clean_scores)
+        for fold in range(len(fit.bounds) - 1):
+            model = edited_model(fit.proto, layers, fit.stats(layers, leave_out=fold), strength)
+            runner = open_runner(model, cfg.device, "all")
+            rows = slice(fit.bounds[fold], fit.bounds[fold + 1])
+            held_clean[rows] = scores(runner, fit.clean_x[rows], fit.output, cfg.batch_size)
+            held_triggered[rows] = scores(runner, fit.triggered_x[rows], fit.output,
+                                          cfg.batch_size)
+        offset = 0.0
+        if fit.anchor_layer is not None:
+            offset = target_offset(fit.collected.clean_scores, held_clean, fit.target)
+        figures = held_out_figures(fit.collected.clean_scores, held_clean, held_triggered,
+                                   fit.target, offset)
+        return CandidateResult(tuple(layer.name for layer in layers), *strength[:2],
+                               target_offset=offset, **figures)
 
     def _evidence(self, proto, layers, involved, collected, output, chosen):
         evidence = []
@@ -305,6 +349,7 @@ class Repair:
                 "input_sha256": loaded.sha256, "clean_sha256": clean.sha256,
                 "trigger_sha256": triggered.sha256, "clean_samples": len(clean),
                 "layers": list(chosen.layers), "alpha": chosen.alpha, "eps": chosen.eps,
+                "target_logit_offset": chosen.target_offset,
                 "target_class": target,
                 "parameters": asdict(self.config)}
 

@@ -31,7 +31,7 @@ def spd_solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 def bdk_correction(weights: np.ndarray, stats: KeyStats, alpha: float = 1.0,
-                   eps: float = 1e-2) -> np.ndarray:
+                   eps: float = 1e-2, overshoot: float = 0.0) -> np.ndarray:
     """Δ (groups, m, d) that maps triggered keys to the clean outputs; W is (groups, m, d)."""
     if stats.trig_trig is None:
         raise InternalError("bdk_correction needs triggered statistics")
@@ -40,5 +40,9 @@ def bdk_correction(weights: np.ndarray, stats: KeyStats, alpha: float = 1.0,
         lhs = stats.clean_clean[group] + alpha * stats.trig_trig[group]  # (d, d)
         lhs = lhs + ridge(lhs, eps) * np.eye(lhs.shape[0])
         moved = stats.trig_clean[group] - stats.trig_trig[group]         # K̃ᵀK − K̃ᵀK̃ (d, d)
-        delta[group] = spd_solve(lhs, alpha * moved @ w.T).T             # (m, d)
+        rhs = alpha * moved @ w.T                                        # (d, m)
+        if overshoot:
+            shift = w @ (stats.trig_key_sum[group] - stats.key_sum[group]) / stats.n_keys  # (m,)
+            rhs -= alpha * overshoot * np.outer(stats.trig_key_sum[group], shift)
+        delta[group] = spd_solve(lhs, rhs).T                             # (m, d)
     return delta

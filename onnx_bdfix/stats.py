@@ -21,6 +21,8 @@ class KeyStats:
         self.trig_trig = np.zeros(shape) if with_triggered else None
         self.trig_clean = np.zeros(shape) if with_triggered else None
         self.key_sum = np.zeros((groups, key_dim))      # Σ w_i k_i, for centring
+        self.trig_key_sum = np.zeros((groups, key_dim)) if with_triggered else None  # Σ k̃_i
+        self.n_keys = 0
         self.weight_sum = 0.0                           # Σ w_i over keys
         self.n_samples = 0
 
@@ -37,6 +39,8 @@ class KeyStats:
             triggered_t = triggered_keys.transpose(0, 2, 1)
             self.trig_trig += np.matmul(triggered_t, triggered_keys)
             self.trig_clean += np.matmul(triggered_t, clean_keys)
+            self.trig_key_sum += triggered_keys.sum(axis=1)
+        self.n_keys += clean_keys.shape[1]
         self.n_samples += n_samples or 0
 
     @staticmethod
@@ -48,12 +52,13 @@ class KeyStats:
 
     def __add__(self, other: "KeyStats") -> "KeyStats":
         total = KeyStats(*self.clean_clean.shape[:2], with_triggered=self.trig_trig is not None)
-        for name in ("clean_clean", "trig_trig", "trig_clean", "key_sum"):
+        for name in ("clean_clean", "trig_trig", "trig_clean", "key_sum", "trig_key_sum"):
             mine = getattr(self, name)
             if mine is not None:
                 setattr(total, name, mine + getattr(other, name))
         total.weight_sum = self.weight_sum + other.weight_sum
         total.n_samples = self.n_samples + other.n_samples
+        total.n_keys = self.n_keys + other.n_keys
         return total
 
 

@@ -50,7 +50,8 @@ def test_repair_then_evaluate(cli, tmp_path):
     assert "attack success" in result.stdout
     assert json.loads(report.read_text())["target_class"] == 0
     result = cli.invoke(main, ["evaluate", str(out), "--data", str(BADNETS / "eval.npz"),
-                               "--trigger", str(BADNETS / "trigger.npz"), "--json"])
+                               "--trigger", str(BADNETS / "trigger.npz"), "--target-class", "0",
+                               "--json"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["attack_success_rate"] < 0.05
 
