@@ -5,8 +5,16 @@ The steps of the algorithm are one module each: ``graph`` (load, find layers, ex
 closed-form correction), ``patch`` (write new initializers), ``verify`` (checker, parity,
 accuracy, attack success rate). ``repair`` strings them together.
 """
-from .errors import (BdfixError, DataError, DeviceError, InputError, InternalError,
-                     ModelError, OutputPathError, TriggerError)
+from .errors import (
+                     BdfixError,
+                     DataError,
+                     DeviceError,
+                     InputError,
+                     InternalError,
+                     ModelError,
+                     OutputPathError,
+                     TriggerError,
+)
 
 __version__ = "0.1.0"
 

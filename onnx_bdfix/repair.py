@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -10,20 +11,24 @@ import numpy as np
 import onnx
 
 from . import __version__
+from .calibrate import held_out_figures, logit_layer, target_offset
 from .collect import Progress, collect_statistics, open_runner, scores
 from .data import Dataset
+from .edit import Anchor, combined, edited_model
 from .errors import DataError, InputError, ModelError, OutputPathError
-from .graph import (LoadedModel, has_bypass, load_model, model_input, save_model,
-                    score_output)
-from .layers import (Layer, bias_array, find_layers, from_matrices, shifted_bias, to_matrices,
-                     weight_array)
-from .calibrate import held_out_figures, logit_layer, offset_bias, target_offset
-from .patch import patched, set_provenance
-from .select import (CandidateResult, LayerEvidence, best, candidate_sets, key_divergence,
-                     output_divergence)
-from .solve import bdk_correction
+from .graph import LoadedModel, has_bypass, load_model, model_input, save_model, score_output
+from .layers import Layer, find_layers, to_matrices, weight_array
+from .patch import set_provenance
+from .select import (
+    CandidateResult,
+    LayerEvidence,
+    best,
+    candidate_sets,
+    key_divergence,
+    output_divergence,
+)
 from .stats import KeyStats, total
-from .verify import full_check, parity, quality
+from .verify import full_check, infer_target, parity, quality
 
 log = logging.getLogger(__name__)
 MIN_SAMPLES = 8
@@ -81,76 +86,6 @@ def fold_order(n: int, folds: int, seed: int) -> tuple[np.ndarray, list[int]]:
     return np.concatenate(parts), bounds
 
 
-def infer_target(clean_pred: np.ndarray, triggered_pred: np.ndarray) -> tuple[int, float]:
-    """The class the trigger sends most flipped samples to, and the share it gets."""
-    flipped = triggered_pred != clean_pred
-    counts = np.bincount(triggered_pred[flipped] if flipped.any() else triggered_pred)
-    target = int(counts.argmax())
-    return target, float((triggered_pred[clean_pred != target] == target).mean())
-
-
-def combined(stats: list[KeyStats], target_stats: list[KeyStats] | None, weight: float,
-             leave_out: int | None = None) -> KeyStats:
-    """Sum over folds (but ``leave_out``), clean keys of the target class weighted ``weight``."""
-    keep = [i for i in range(len(stats)) if i != leave_out]
-    summed = total([stats[i] for i in keep])
-    if target_stats is not None and weight != 1.0:
-        extra = total([target_stats[i] for i in keep])
-        summed.clean_clean = summed.clean_clean + (weight - 1.0) * extra.clean_clean
-    return summed
-
-
-def corrections(proto: onnx.ModelProto, layers: list[Layer], stats: dict[str, KeyStats],
-                alpha: float, eps: float, overshoot: float) -> dict[str, np.ndarray]:
-    """Δ (groups, m, d) for each layer: computed, not applied."""
-    return {layer.name: bdk_correction(to_matrices(layer, weight_array(proto, layer)),
-                                       stats[layer.name], alpha, eps, overshoot)
-            for layer in layers}
-
-
-def corrected_weights(proto: onnx.ModelProto, layers: list[Layer],
-                      deltas: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """W + Δ, back in each initializer's shape and dtype."""
-    return {layer.name: from_matrices(layer, to_matrices(layer, weight_array(proto, layer))
-                                      + deltas[layer.name]) for layer in layers}
-
-
-def mean_keeping_biases(proto: onnx.ModelProto, layers: list[Layer],
-                        deltas: dict[str, np.ndarray],
-                        stats: dict[str, KeyStats]) -> dict[str, np.ndarray]:
-    """b − Δ·μ for layers with a bias: the mean output over clean keys stays as it was."""
-    biases = {}
-    for layer in layers:
-        if layer.bias and stats[layer.name].weight_sum > 0:
-            mean_key = stats[layer.name].key_sum / stats[layer.name].weight_sum   # (groups, d)
-            shift = -np.einsum("gmd,gd->gm", deltas[layer.name], mean_key)      # (groups, m)
-            biases[layer.name] = shifted_bias(layer, bias_array(proto, layer), shift)
-    return biases
-
-
-@dataclass
-class Anchor:
-    """The repair step's offset on the target class's logit, through ``layer``'s bias."""
-    layer: Layer
-    target: int
-    offset: float = 0.0
-
-
-def edited_model(proto: onnx.ModelProto, layers: list[Layer], stats: dict[str, KeyStats],
-                 strength: tuple[float, float, float],
-                 anchor: Anchor | None = None) -> onnx.ModelProto:
-    """Corrections for ``layers`` at (alpha, eps, overshoot), plus the anchor, on a copy."""
-    deltas = corrections(proto, layers, stats, *strength)
-    biases = mean_keeping_biases(proto, layers, deltas, stats)
-    touched = {layer.name: layer for layer in layers}
-    if anchor is not None and anchor.offset:
-        name = anchor.layer.name
-        start = biases.get(name, bias_array(proto, anchor.layer))
-        biases[name] = offset_bias(anchor.layer, start, anchor.target, anchor.offset)
-        touched[name] = anchor.layer
-    return patched(proto, touched, corrected_weights(proto, layers, deltas), biases)
-
-
 def pick_layers(requested, layers: list[Layer], proto, output, max_layers) -> list[tuple]:
     if requested == "auto" or requested == ["auto"]:
         sets = candidate_sets(proto, layers, output, max_layers)
@@ -189,6 +124,39 @@ class Fit:
                 for layer in layers}
 
 
+@dataclass
+class Plan:
+    """What the repair works on: the model, its layers, the candidate sets, the fold order."""
+    loaded: LoadedModel
+    output: str
+    layers: list[Layer]
+    sets: list[tuple[str, ...]]
+    order: np.ndarray          # sample permutation that groups the folds
+    bounds: list[int]          # fold f holds rows bounds[f]:bounds[f + 1] of the permuted data
+    target_source: str = ""
+
+    @property
+    def by_name(self) -> dict[str, Layer]:
+        return {layer.name: layer for layer in self.layers}
+
+    @property
+    def involved(self) -> list[Layer]:
+        return [layer for layer in self.layers if any(layer.name in s for s in self.sets)]
+
+
+class Clock:
+    """Wall time per stage, for the report's timing fields."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[stage] = round(time.perf_counter() - start, 3)
+
+
 # ------------------------------------------------------------------------ the repair
 class Repair:
     """Known-trigger (BDK) repair of one model; ``run`` writes and verifies the new file."""
@@ -199,83 +167,101 @@ class Repair:
 
     def run(self, model_path, clean: Dataset, triggered: Dataset, out_path) -> RepairReport:
         """``triggered`` holds the triggered copies of ``clean``'s samples, same order."""
-        cfg, clock = self.config, {}
-        start = time.perf_counter()
+        clock = Clock()
+        with clock("load"):
+            plan = self._plan(model_path, out_path, clean)
+            clean_x, triggered_x = clean.x[plan.order], triggered.x[plan.order]
+        with clock("collect"):
+            fit = self._collect(plan, clean_x, triggered_x)
+        with clock("choose"):
+            results = [self._cross_validate(fit, [plan.by_name[n] for n in names], strength)
+                       for strength in self._strengths() for names in plan.sets]
+            chosen = best(results)
+        with clock("solve_patch"):
+            repaired = self._repaired(plan, fit, chosen)
+            set_provenance(repaired, self._provenance(plan.loaded, clean, triggered, chosen,
+                                                      fit.target))
+        with clock("verify"):
+            runner, after = self._verify_and_save(plan, fit, repaired, out_path)
+        labels = clean.y[plan.order] if clean.y is not None else fit.reference
+        return self._report(plan, fit, results, chosen, runner.provider, after, labels,
+                            out_path, clock.seconds)
+
+    def _plan(self, model_path, out_path, clean: Dataset) -> "Plan":
+        cfg = self.config
         loaded = load_model(model_path)
         _check_paths(Path(model_path), Path(out_path))
-        proto = loaded.proto
-        model_input(proto)                       # one float data input, or a clear error
-        output = score_output(proto, cfg.output)
-        layers = find_layers(proto)
+        model_input(loaded.proto)                # one float data input, or a clear error
+        output = score_output(loaded.proto, cfg.output)
+        layers = find_layers(loaded.proto)
         if not layers:
             raise ModelError("the model has no editable layer (Conv, Gemm or MatMul with a "
                              "constant weight)")
-        by_name = {layer.name: layer for layer in layers}
-        sets = pick_layers(cfg.layers, layers, proto, output, cfg.max_auto_layers)
-        involved = [layer for layer in layers if any(layer.name in s for s in sets)]
-        folds = min(cfg.folds, max(2, len(clean) // 10))
         if len(clean) < MIN_SAMPLES:
             raise DataError(f"{clean.source}: {len(clean)} clean samples; at least "
                             f"{MIN_SAMPLES} are needed (100 or more work well)")
+        sets = pick_layers(cfg.layers, layers, loaded.proto, output, cfg.max_auto_layers)
+        folds = min(cfg.folds, max(2, len(clean) // 10))
         order, bounds = fold_order(len(clean), folds, cfg.seed)
-        clean_x, triggered_x = clean.x[order], triggered.x[order]
-        clock["load"] = time.perf_counter() - start
+        return Plan(loaded, output, layers, sets, order, bounds)
 
-        start = time.perf_counter()
-        collected = collect_statistics(proto, involved, clean_x, triggered_x, bounds, output,
-                                       cfg.device, cfg.batch_size, self.progress)
-        clock["collect"] = time.perf_counter() - start
+    def _collect(self, plan: "Plan", clean_x: np.ndarray, triggered_x: np.ndarray) -> Fit:
+        """One pass for the key statistics, one over the target class's samples (repair step)."""
+        cfg, proto = self.config, plan.loaded.proto
+        collected = collect_statistics(proto, plan.involved, clean_x, triggered_x, plan.bounds,
+                                       plan.output, cfg.device, cfg.batch_size, self.progress)
         reference = collected.clean_scores.argmax(1)
-        target, source = self._target(reference, collected)
-        weight = cfg.target_weight or float(collected.clean_scores.shape[1])
-        target_stats = self._target_stats(proto, involved, clean_x, reference, target,
-                                          bounds, output) if cfg.repair_step else None
-
-        start = time.perf_counter()
+        target, plan.target_source = self._target(reference, collected)
         n_classes = collected.clean_scores.shape[1]
-        anchor_layer = logit_layer(proto, layers, output, n_classes) if cfg.repair_step else None
-        fit = Fit(proto, collected, target_stats, weight, clean_x, triggered_x, bounds,
-                  reference, target, output, anchor_layer)
-        results = [self._cross_validate(fit, [by_name[n] for n in names], strength)
-                   for strength in self._strengths() for names in sets]
-        chosen = best(results)
-        clock["choose"] = time.perf_counter() - start
+        target_stats = anchor_layer = None
+        if cfg.repair_step:
+            target_stats = self._target_stats(proto, plan.involved, clean_x, reference, target,
+                                              plan.bounds, plan.output)
+            anchor_layer = logit_layer(proto, plan.layers, plan.output, n_classes)
+        return Fit(proto, collected, target_stats, cfg.target_weight or float(n_classes),
+                   clean_x, triggered_x, plan.bounds, reference, target, plan.output,
+                   anchor_layer)
 
-        start = time.perf_counter()
-        chosen_layers = [by_name[name] for name in chosen.layers]
-        anchor = Anchor(anchor_layer, target, chosen.target_offset) if anchor_layer else None
-        repaired = edited_model(proto, chosen_layers, fit.stats(chosen_layers),
-                                (chosen.alpha, chosen.eps, cfg.overshoot), anchor)
-        set_provenance(repaired, self._provenance(loaded, clean, triggered, chosen, target))
-        clock["solve_patch"] = time.perf_counter() - start
+    def _repaired(self, plan: "Plan", fit: Fit, chosen: CandidateResult) -> onnx.ModelProto:
+        layers = [plan.by_name[name] for name in chosen.layers]
+        anchor = Anchor(fit.anchor_layer, fit.target, chosen.target_offset) \
+            if fit.anchor_layer else None
+        return edited_model(plan.loaded.proto, layers, fit.stats(layers),
+                            (chosen.alpha, chosen.eps, self.config.overshoot), anchor)
 
-        start = time.perf_counter()
+    def _verify_and_save(self, plan: "Plan", fit: Fit, repaired: onnx.ModelProto, out_path):
+        """Check and run the repaired model in memory, then write it and check the file."""
+        cfg = self.config
         runner = open_runner(repaired, cfg.device, "all")
-        after_clean = scores(runner, clean_x, output, cfg.batch_size, self.progress, "verifying")
-        after_trig = scores(runner, triggered_x, output, cfg.batch_size, self.progress,
-                            "verifying")
+        after = (scores(runner, fit.clean_x, plan.output, cfg.batch_size, self.progress,
+                        "verifying"),
+                 scores(runner, fit.triggered_x, plan.output, cfg.batch_size, self.progress,
+                        "verifying"))
         onnx.checker.check_model(repaired, full_check=True)
-        save_model(repaired, out_path, loaded.external_tensors)
+        save_model(repaired, out_path, plan.loaded.external_tensors)
         full_check(out_path)
-        clock["verify"] = time.perf_counter() - start
+        return runner, after
 
-        labels = clean.y[order] if clean.y is not None else reference
-        evidence = self._evidence(proto, layers, involved, collected, output, chosen)
+    def _report(self, plan, fit, results, chosen, provider, after, labels, out_path,
+                timings) -> RepairReport:
+        cfg, collected = self.config, fit.collected
+        evidence = self._evidence(plan.loaded.proto, plan.layers, plan.involved, collected,
+                                  plan.output, chosen)
         return RepairReport(
-            model=str(model_path), output_model=str(out_path), score_output=output,
-            provider=runner.provider, target_class=target, target_class_source=source,
+            model=str(plan.loaded.path), output_model=str(out_path), score_output=plan.output,
+            provider=provider, target_class=fit.target, target_class_source=plan.target_source,
             layers=[e.as_dict() for e in evidence], chosen=list(chosen.layers),
             choice_reason=_reason(chosen, results, cfg.layers),
-            repair_step={"enabled": cfg.repair_step, "target_key_weight": weight,
-                         "target_samples": int((reference == target).sum()),
-                         "anchor_layer": anchor_layer.name if anchor_layer else None,
+            repair_step={"enabled": cfg.repair_step, "target_key_weight": fit.target_weight,
+                         "target_samples": int((fit.reference == fit.target).sum()),
+                         "anchor_layer": fit.anchor_layer.name if fit.anchor_layer else None,
                          "target_logit_offset": chosen.target_offset},
             candidates=[r.as_dict() for r in results],
-            parity=parity(collected.clean_scores, after_clean).as_dict(),
+            parity=parity(collected.clean_scores, after[0]).as_dict(),
             before=quality(collected.clean_scores, collected.triggered_scores, labels,
-                           target).as_dict(),
-            after=quality(after_clean, after_trig, labels, target).as_dict(),
-            timings={k: round(v, 3) for k, v in clock.items()}, config=asdict(cfg))
+                           fit.target).as_dict(),
+            after=quality(after[0], after[1], labels, fit.target).as_dict(),
+            timings=timings, config=asdict(cfg))
 
     # -- steps ------------------------------------------------------------------------
     def _strengths(self) -> list[tuple[float, float, float]]:

@@ -63,6 +63,14 @@ def quality(clean_scores: np.ndarray, triggered_scores: np.ndarray | None,
     return Quality(accuracy, asr, target_accuracy, len(clean_scores))
 
 
+def infer_target(clean_pred: np.ndarray, triggered_pred: np.ndarray) -> tuple[int, float]:
+    """The class the trigger sends most flipped samples to, and the share it gets."""
+    flipped = triggered_pred != clean_pred
+    counts = np.bincount(triggered_pred[flipped] if flipped.any() else triggered_pred)
+    target = int(counts.argmax())
+    return target, float((triggered_pred[clean_pred != target] == target).mean())
+
+
 @dataclass
 class Evaluation:
     """Quality of one model on labelled (or unlabelled) data and its triggered copies."""
@@ -86,7 +94,6 @@ def evaluate(model_path, data, triggered_x: np.ndarray | None, target: int | Non
     from .collect import open_runner, scores
     from .errors import InputError
     from .graph import load_model, score_output
-    from .repair import infer_target
 
     proto = load_model(model_path).proto
     name = score_output(proto, output)

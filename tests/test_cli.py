@@ -6,10 +6,8 @@ import subprocess
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from onnx_bdfix_cli.main import main
-
 from conftest import FIXTURES
+from onnx_bdfix_cli.main import main
 
 BADNETS = FIXTURES / "cnn_badnets"
 

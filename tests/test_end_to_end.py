@@ -6,6 +6,7 @@ measured table), not the issue's targets where the method falls short of them.
 import numpy as np
 import onnx
 import pytest
+from conftest import BACKDOORED, FIXTURES, card
 from onnx import numpy_helper
 
 from onnx_bdfix.data import Dataset, load_data
@@ -15,8 +16,6 @@ from onnx_bdfix.patch import PROVENANCE_KEY
 from onnx_bdfix.repair import Repair, RepairConfig
 from onnx_bdfix.triggers import load_trigger
 from onnx_bdfix.verify import evaluate
-
-from conftest import BACKDOORED, FIXTURES, card
 
 N_CLEAN = 100
 

@@ -4,14 +4,19 @@ import os
 import numpy as np
 import onnx
 import pytest
+from conftest import init, make_model, mlp, run, tensor_info
 from onnx import helper
 
 from onnx_bdfix.errors import ModelError
-from onnx_bdfix.graph import (expose, has_bypass, intermediate_tensors, load_model,
-                              model_input, score_output)
+from onnx_bdfix.graph import (
+    expose,
+    has_bypass,
+    intermediate_tensors,
+    load_model,
+    model_input,
+    score_output,
+)
 from onnx_bdfix.layers import find_layers
-
-from conftest import init, make_model, mlp, run, tensor_info
 
 
 def residual():

@@ -1,11 +1,10 @@
 """Keys times the weight matrix reproduce ONNX Runtime's output, for every supported op."""
 import numpy as np
 import pytest
+from conftest import init, make_model, run, tensor_info
 from onnx import helper, numpy_helper
 
 from onnx_bdfix.layers import find_layers, from_matrices, keys, to_matrices, weight_array
-
-from conftest import init, make_model, run, tensor_info
 
 CONV_CASES = [
     dict(kernel=(3, 3), pads=[1, 1, 1, 1]),

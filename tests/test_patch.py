@@ -1,13 +1,12 @@
 """Patching writes new values for the edited initializers and changes nothing else."""
 import numpy as np
 import onnx
+from conftest import init, make_model, mlp, run, tensor_info
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx_bdfix.graph import load_model, save_model
 from onnx_bdfix.layers import find_layers
 from onnx_bdfix.patch import PROVENANCE_KEY, patched, provenance, set_provenance
-
-from conftest import init, make_model, mlp, run, tensor_info
 
 
 def test_only_the_edited_initializer_changes():

@@ -65,3 +65,15 @@ def test_spd_solve_matches_numpy():
     matrix = a @ a.T + np.eye(8)
     rhs = rng.normal(size=(8, 3))
     np.testing.assert_allclose(spd_solve(matrix, rhs), np.linalg.solve(matrix, rhs), rtol=1e-8)
+
+
+def test_overshoot_pushes_triggered_outputs_past_the_clean_ones():
+    clean, triggered, weights = synthetic()
+    stats = stats_of(clean, triggered)
+    exact = weights + bdk_correction(weights, stats, alpha=1.0, eps=1e-3)
+    pushed = weights + bdk_correction(weights, stats, alpha=1.0, eps=1e-3, overshoot=0.5)
+    shift = (triggered - clean).mean(0) @ weights[0].T            # the trigger's mean effect
+    along = lambda w: ((triggered @ w[0].T - clean @ weights[0].T) @ shift).mean()  # noqa
+    assert along(pushed) < along(exact) - 0.4 * shift @ shift
+    clean_change = np.abs(clean @ pushed[0].T - clean @ weights[0].T).mean()
+    assert clean_change < 0.02 * np.abs(clean @ weights[0].T).mean()
