@@ -1,0 +1,98 @@
+"""Data files and image folders become model input; bad data is a DataError."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from onnx_bdfix.data import ImageOptions, load_data
+from onnx_bdfix.errors import DataError, TriggerError
+from onnx_bdfix.graph import InputInfo
+from onnx_bdfix.triggers import load_trigger, load_triggered
+
+GRAY = InputInfo("x", [None, 1, 6, 5], np.dtype(np.float32))
+RGB_NHWC = InputInfo("x", [None, 6, 5, 3], np.dtype(np.float32))
+
+
+def write_images(folder, mode, values):
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, value in enumerate(values):
+        size = (10, 12)                                   # width, height: resized to 5x6
+        Image.new(mode, size, value).save(folder / f"img{index}.png")
+
+
+def test_class_subfolders_give_labels_and_layout(tmp_path):
+    write_images(tmp_path / "0", "L", [0, 51])
+    write_images(tmp_path / "1", "L", [255])
+    data = load_data(tmp_path, GRAY)
+    assert data.x.shape == (3, 1, 6, 5)
+    np.testing.assert_array_equal(data.y, [0, 0, 1])
+    np.testing.assert_allclose(data.x[:, 0, 0, 0], [0.0, 0.2, 1.0], atol=1e-6)
+
+
+def test_flat_folder_nhwc_with_mean_and_std(tmp_path):
+    write_images(tmp_path, "RGB", [(255, 0, 51)])
+    options = ImageOptions(layout="NHWC", mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
+    data = load_data(tmp_path, RGB_NHWC, options)
+    assert data.y is None and data.x.shape == (1, 6, 5, 3)
+    np.testing.assert_allclose(data.x[0, 0, 0], [1.0, -1.0, -0.6], atol=1e-6)
+
+
+def test_npz_with_uint8_and_scale(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.full((4, 1, 6, 5), 255, np.uint8),
+             y=np.arange(4), scale=np.float32(1 / 255))
+    data = load_data(tmp_path / "d.npz", GRAY)
+    np.testing.assert_allclose(data.x, 1.0)
+    assert data.y.dtype == np.int64
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros((4, 1, 5, 6), np.float32)}, "takes 1x6x5"),
+    ({"x": np.zeros((4, 6, 5, 1), np.float32)}, "takes 1x6x5"),
+    ({"x": np.full((4, 1, 6, 5), np.nan, np.float32)}, "NaN"),
+    ({"x": np.zeros((0, 1, 6, 5), np.float32)}, "N >= 1"),
+    ({"y": np.zeros(3)}, "no array named 'x'"),
+    ({"x": np.zeros((4, 1, 6, 5)), "y": np.zeros(3, np.int64)}, "integer labels"),
+])
+def test_bad_npz_is_a_data_error(tmp_path, arrays, message):
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        load_data(tmp_path / "d.npz", GRAY)
+
+
+def test_not_an_npz_and_empty_folder(tmp_path):
+    (tmp_path / "d.npz").write_bytes(b"nope")
+    with pytest.raises(DataError, match="not a readable"):
+        load_data(tmp_path / "d.npz", GRAY)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no image files"):
+        load_data(tmp_path / "empty", GRAY)
+
+
+def test_blend_and_delta_triggers(tmp_path):
+    x = np.full((2, 1, 6, 5), 0.5, np.float32)
+    mask = np.zeros((6, 5), np.float32)
+    mask[0, 0] = 1.0
+    np.savez(tmp_path / "b.npz", mask=mask, pattern=np.ones((6, 5), np.float32))
+    blended = load_trigger(tmp_path / "b.npz", (1, 6, 5)).apply(x)
+    assert blended[0, 0, 0, 0] == 1.0 and blended[0, 0, 1, 1] == 0.5
+    np.savez(tmp_path / "d.npz", delta=np.float32(0.7), clip_min=0.0, clip_max=1.0)
+    np.testing.assert_allclose(load_trigger(tmp_path / "d.npz", (1, 6, 5)).apply(x), 1.0)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"mask": np.full((6, 5), 2.0), "pattern": np.ones((6, 5))}, r"\[0, 1\]"),
+    ({"mask": np.ones((3, 3)), "pattern": np.ones((3, 3))}, "does not broadcast"),
+    ({"pattern": np.ones((6, 5))}, "needs 'mask' and 'pattern'"),
+    ({"delta": np.full((6, 5), np.inf)}, "NaN or Inf"),
+])
+def test_bad_triggers(tmp_path, arrays, message):
+    np.savez(tmp_path / "t.npz", **arrays)
+    with pytest.raises(TriggerError, match=message):
+        load_trigger(tmp_path / "t.npz", (1, 6, 5))
+
+
+def test_triggered_copies_must_match(tmp_path):
+    np.savez(tmp_path / "c.npz", x=np.zeros((4, 1, 6, 5), np.float32))
+    clean = load_data(tmp_path / "c.npz", GRAY)
+    np.savez(tmp_path / "t.npz", x=np.zeros((3, 1, 6, 5), np.float32))
+    with pytest.raises(TriggerError, match="same samples"):
+        load_triggered(tmp_path / "t.npz", clean)
