@@ -100,46 +100,74 @@ class Collected:
     stats: dict          # layer name -> [KeyStats per fold]
     clean_scores: np.ndarray               # (N, classes), original model
     triggered_scores: np.ndarray | None    # (N, classes), original model
+    marked: dict | None = None             # layer name -> [KeyStats per fold], marked samples
+
+
+# (clean scores, triggered scores) of a batch -> which samples to mark, or None for none
+Marker = Callable[[np.ndarray, np.ndarray | None], np.ndarray | None]
 
 
 def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray,
                        triggered_x: np.ndarray | None, fold_bounds: list[int], output: str,
                        device: str, batch_size: int, progress: Progress | None = None,
-                       stage: str = "collecting") -> Collected:
+                       stage: str = "collecting", mark: Marker | None = None) -> Collected:
     """One streamed pass: each sample's clean and triggered copies run once, in one batch.
 
-    Samples are ordered by fold: fold f holds rows fold_bounds[f]:fold_bounds[f + 1].
+    Samples are ordered by fold: fold f holds rows fold_bounds[f]:fold_bounds[f + 1]. The
+    clean keys of the samples ``mark`` picks are summed once more, apart (``marked``).
     """
     from .graph import expose
-    from .layers import keys, split_samples
     from .stats import KeyStats
 
     key_names = list(dict.fromkeys(layer.key_tensor for layer in layers))
-    runner = open_runner(expose(model, [output] + key_names), device)
     wanted = [output] + key_names
+    runner = open_runner(expose(model, wanted), device)
+    with_triggered = triggered_x is not None
     stats = {layer.name: [] for layer in layers}
+    marked = {layer.name: [] for layer in layers} if mark else None
     clean_scores, triggered_scores = [], []
     for fold in range(len(fold_bounds) - 1):
-        fold_stats = {layer.name: KeyStats(layer.groups, layer.key_dim, triggered_x is not None)
+        fold_stats = {layer.name: KeyStats(layer.groups, layer.key_dim, with_triggered)
                       for layer in layers}
+        fold_marked = {layer.name: KeyStats(layer.groups, layer.key_dim, False)
+                       for layer in layers}
         for part in batch_slices(fold_bounds[fold + 1] - fold_bounds[fold], batch_size):
             rows = slice(part.start + fold_bounds[fold], part.stop + fold_bounds[fold])
-            batch = clean_x[rows] if triggered_x is None else \
+            batch = clean_x[rows] if not with_triggered else \
                 np.concatenate([clean_x[rows], triggered_x[rows]])
             values = dict(zip(wanted, runner.run(batch, wanted)))
             size = rows.stop - rows.start
-            clean_scores.append(values[output][:size].reshape(size, -1))
-            if triggered_x is not None:
-                triggered_scores.append(values[output][size:].reshape(size, -1))
-            for layer in layers:
-                clean_part, triggered_part = split_samples(layer, values[layer.key_tensor], size)
-                clean_keys = keys(layer, clean_part)
-                triggered_keys = keys(layer, triggered_part) if triggered_x is not None else None
-                fold_stats[layer.name].add(clean_keys, triggered_keys,
-                                           np.ones(size, np.float32))
+            scores_pair = _split_scores(values[output], size, with_triggered)
+            clean_scores.append(scores_pair[0])
+            if with_triggered:
+                triggered_scores.append(scores_pair[1])
+            chosen = mark(*scores_pair) if mark else None
+            _accumulate(layers, values, size, with_triggered, fold_stats, fold_marked, chosen)
             if progress:
                 progress(stage, rows.stop, len(clean_x))
-        for name, value in fold_stats.items():
-            stats[name].append(value)
+        for layer in layers:
+            stats[layer.name].append(fold_stats[layer.name])
+            if marked is not None:
+                marked[layer.name].append(fold_marked[layer.name])
     as_array = lambda parts: np.concatenate(parts).astype(np.float32) if parts else None  # noqa
-    return Collected(stats, as_array(clean_scores), as_array(triggered_scores))
+    return Collected(stats, as_array(clean_scores), as_array(triggered_scores), marked)
+
+
+def _split_scores(batch_scores: np.ndarray, size: int, with_triggered: bool):
+    clean = batch_scores[:size].reshape(size, -1)
+    return clean, (batch_scores[size:].reshape(size, -1) if with_triggered else None)
+
+
+def _accumulate(layers: list, values: dict, size: int, with_triggered: bool, fold_stats: dict,
+                fold_marked: dict, chosen: np.ndarray | None) -> None:
+    """Keys of one batch into the sums; ``chosen`` samples' clean keys also into marked."""
+    from .layers import keys, split_samples
+
+    ones = np.ones(size, np.float32)
+    for layer in layers:
+        clean_part, triggered_part = split_samples(layer, values[layer.key_tensor], size)
+        clean_keys = keys(layer, clean_part)                          # (groups, n_keys, d)
+        triggered_keys = keys(layer, triggered_part) if with_triggered else None
+        fold_stats[layer.name].add(clean_keys, triggered_keys, ones)
+        if chosen is not None and chosen.any():
+            fold_marked[layer.name].add(clean_keys, None, chosen.astype(np.float32))

@@ -144,6 +144,20 @@ class Plan:
         return [layer for layer in self.layers if any(layer.name in s for s in self.sets)]
 
 
+class TargetGuess:
+    """Marks the clean samples the model puts in the target class, batch by batch; without a
+    given target, the first batch's triggered answers name it."""
+
+    def __init__(self, target: int | None):
+        self.target = target
+
+    def __call__(self, clean_scores: np.ndarray, triggered_scores: np.ndarray) -> np.ndarray:
+        clean_pred = clean_scores.argmax(1)
+        if self.target is None:
+            self.target, _ = infer_target(clean_pred, triggered_scores.argmax(1))
+        return clean_pred == self.target
+
+
 class Clock:
     """Wall time per stage, for the report's timing fields."""
 
@@ -206,17 +220,22 @@ class Repair:
         return Plan(loaded, output, layers, sets, order, bounds)
 
     def _collect(self, plan: "Plan", clean_x: np.ndarray, triggered_x: np.ndarray) -> Fit:
-        """One pass for the key statistics, one over the target class's samples (repair step)."""
+        """One pass for the key statistics; the repair step's target-class keys come along,
+        for the target guessed from the first batch (a second pass only if the guess was wrong).
+        """
         cfg, proto = self.config, plan.loaded.proto
+        guess = TargetGuess(cfg.target_class)
         collected = collect_statistics(proto, plan.involved, clean_x, triggered_x, plan.bounds,
-                                       plan.output, cfg.device, cfg.batch_size, self.progress)
+                                       plan.output, cfg.device, cfg.batch_size, self.progress,
+                                       mark=guess if cfg.repair_step else None)
         reference = collected.clean_scores.argmax(1)
         target, plan.target_source = self._target(reference, collected)
         n_classes = collected.clean_scores.shape[1]
         target_stats = anchor_layer = None
         if cfg.repair_step:
-            target_stats = self._target_stats(proto, plan.involved, clean_x, reference, target,
-                                              plan.bounds, plan.output)
+            target_stats = collected.marked if guess.target == target else \
+                self._target_stats(proto, plan.involved, clean_x, reference, target,
+                                   plan.bounds, plan.output)
             anchor_layer = logit_layer(proto, plan.layers, plan.output, n_classes)
         return Fit(proto, collected, target_stats, cfg.target_weight or float(n_classes),
                    clean_x, triggered_x, plan.bounds, reference, target, plan.output,
@@ -283,7 +302,8 @@ class Repair:
         return target, f"read off the model: {share:.0%} of triggered non-target samples"
 
     def _target_stats(self, proto, layers, clean_x, reference, target, bounds, output):
-        """Clean keys of the samples the model puts in the target class (repair step)."""
+        """Clean keys of the samples the model puts in the target class, in a second pass
+        (only when the first batch guessed the target wrong)."""
         rows = [np.flatnonzero(reference[bounds[f]:bounds[f + 1]] == target) + bounds[f]
                 for f in range(len(bounds) - 1)]
         sub_bounds = np.cumsum([0] + [len(r) for r in rows]).tolist()
