@@ -140,11 +140,26 @@ def main(debug: bool, verbose: bool) -> None:
 @click.argument("model", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @output_option
+@click.option("--activations", "activations", type=click.Path(),
+              help="Clean samples: also expose every intermediate tensor on a probe batch.")
+@click.option("--trigger", type=click.Path(),
+              help="With --activations: how far triggered activations part from clean ones.")
+@click.option("--probe", type=click.IntRange(1), default=64, show_default=True,
+              help="Samples in the probe batch for --activations.")
+@device_option
+@image_options
 @handles_errors
-def inspect(model: str, as_json: bool, output_name: str | None) -> None:
+def inspect(model, as_json, output_name, activations, trigger, probe, device, size, layout,
+            scale, mean, std):
     """List the editable layers of MODEL in graph order, with their shapes."""
     from onnx_bdfix.inspect import describe_model
     info = describe_model(model, output_name)
+    if activations:
+        info["activations"] = activation_profile(model, activations, trigger, probe, device,
+                                                 read_image_options(size, layout, scale, mean,
+                                                                    std))
+    elif trigger:
+        raise click.UsageError("--trigger needs --activations CLEAN")
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -155,6 +170,31 @@ def inspect(model: str, as_json: bool, output_name: str | None) -> None:
         click.echo(f"{index:>3}  {layer['name'][:40]:40} {layer['op']:6} "
                    f"{layer['weight_shape']:16} {layer['key_dim']:>6} {layer['out_dim']:>5}  "
                    f"{'yes' if layer['bypassed'] else 'no':6}  {layer['followed_by']}")
+    if activations:
+        print_activations(info["activations"])
+
+
+def activation_profile(model, clean_path, trigger_path, probe, device, images) -> list[dict]:
+    from onnx_bdfix.activations import profile
+    from onnx_bdfix.graph import load_model
+    from onnx_bdfix.triggers import load_trigger
+    spec, clean = load_inputs(model, clean_path, images, "clean data")
+    triggered = None
+    if trigger_path:
+        triggered = load_trigger(trigger_path, tuple(spec.sample_shape)).apply(clean.x[:probe])
+    rows = profile(load_model(model).proto, clean.x[:probe], triggered, probe, device)
+    return [row.as_dict() for row in rows]
+
+
+def print_activations(rows: list[dict]) -> None:
+    click.echo(f"\n{'tensor':44} {'op':18} {'shape':14} {'mean|a|':>9} {'zeros':>6} "
+               f"{'trig/clean':>10}  key of")
+    for row in rows:
+        shape = "x".join(map(str, row["shape"]))
+        divergence = "" if row["divergence"] is None else f"{row['divergence']:.3g}"
+        click.echo(f"{row['name'][:44]:44} {row['made_by'][:18]:18} {shape[:14]:14} "
+                   f"{row['mean_abs']:9.3g} {row['zero_share']:6.1%} {divergence:>10}  "
+                   f"{', '.join(row['key_of'])}")
 
 
 @main.command()

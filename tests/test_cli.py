@@ -124,3 +124,15 @@ def test_installed_command_runs(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "/head/head.3/Gemm" in done.stdout
+
+
+def test_inspect_activations_exposes_every_tensor(cli):
+    result = cli.invoke(main, ["inspect", str(BADNETS / "model.onnx"), "--json",
+                               "--activations", str(BADNETS / "clean.npz"), "--trigger",
+                               str(BADNETS / "trigger.npz"), "--probe", "16"])
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["activations"]
+    assert len(rows) >= 8
+    keyed = [row for row in rows if row["key_of"]]
+    assert len(keyed) == 4                                # one key tensor per editable layer
+    assert all(row["divergence"] > 0 for row in keyed)
