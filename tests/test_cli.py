@@ -134,5 +134,5 @@ def test_inspect_activations_exposes_every_tensor(cli):
     rows = json.loads(result.stdout)["activations"]
     assert len(rows) >= 8
     keyed = [row for row in rows if row["key_of"]]
-    assert len(keyed) == 4                                # one key tensor per editable layer
+    assert len(keyed) == 3              # the keys of all editable layers but the first (input)
     assert all(row["divergence"] > 0 for row in keyed)
