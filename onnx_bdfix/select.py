@@ -74,7 +74,13 @@ def output_divergence(stats: KeyStats, weights: np.ndarray) -> float:
 
 
 def unbypassed(proto: onnx.ModelProto, layers: list[Layer], output: str) -> list[Layer]:
-    return [layer for layer in layers if not has_bypass(proto, {layer.node_index}, output)]
+    """Layers every data path passes, except a Conv on the raw input: a linear map of small
+    pixel patches cannot tell a trigger from content (measured: 72–100 % ASR left on every
+    convolutional fixture). A dense first layer sees the whole input and stays a candidate."""
+    inputs = {value.name for value in proto.graph.input}
+    return [layer for layer in layers
+            if not (layer.op == "Conv" and layer.key_tensor in inputs)
+            and not has_bypass(proto, {layer.node_index}, output)]
 
 
 def branch_sets(proto: onnx.ModelProto, layers: list[Layer], output: str,
