@@ -102,6 +102,8 @@ class Collected:
     clean_scores: np.ndarray               # (N, classes), original model
     triggered_scores: np.ndarray | None    # (N, classes), original model
     marked: dict | None = None             # layer name -> [KeyStats per fold], marked samples
+    kept: dict | None = None               # key tensor -> [(clean, triggered) per fold]
+    kept_rows: list | None = None          # [row indices per fold] of the kept activations
 
 
 # (clean scores, triggered scores) of a batch -> which samples to mark, or None for none
@@ -111,11 +113,14 @@ Marker = Callable[[np.ndarray, np.ndarray | None], np.ndarray | None]
 def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray,
                        triggered_x: np.ndarray | None, fold_bounds: list[int], output: str,
                        device: str, batch_size: int, progress: Progress | None = None,
-                       stage: str = "collecting", mark: Marker | None = None) -> Collected:
+                       stage: str = "collecting", mark: Marker | None = None,
+                       keep_per_fold: int = 0) -> Collected:
     """One streamed pass: each sample's clean and triggered copies run once, in one batch.
 
     Samples are ordered by fold: fold f holds rows fold_bounds[f]:fold_bounds[f + 1]. The
-    clean keys of the samples ``mark`` picks are summed once more, apart (``marked``).
+    clean keys of the samples ``mark`` picks are summed once more, apart (``marked``). The
+    key activations of the first ``keep_per_fold`` rows of each fold are kept (``kept``), for
+    held-out scoring: memory grows with that cap, not with the number of samples.
     """
     from .graph import expose
     from .stats import KeyStats
@@ -127,7 +132,10 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray
     stats = {layer.name: [] for layer in layers}
     marked = {layer.name: [] for layer in layers} if mark else None
     clean_scores, triggered_scores = [], []
+    kept = {name: [] for name in key_names} if keep_per_fold and with_triggered else None
+    kept_rows = []
     for fold in range(len(fold_bounds) - 1):
+        fold_kept = {name: ([], []) for name in key_names}
         fold_stats = {layer.name: KeyStats(layer.groups, layer.key_dim, with_triggered)
                       for layer in layers}
         fold_marked = {layer.name: KeyStats(layer.groups, layer.key_dim, False)
@@ -144,14 +152,25 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray
                 triggered_scores.append(scores_pair[1])
             chosen = mark(*scores_pair) if mark else None
             _accumulate(layers, values, size, with_triggered, fold_stats, fold_marked, chosen)
+            if kept is not None and part.start < keep_per_fold:
+                take = min(size, keep_per_fold - part.start)
+                for name in key_names:
+                    fold_kept[name][0].append(values[name][:take])
+                    fold_kept[name][1].append(values[name][size:size + take])
             if progress:
                 progress(stage, rows.stop, len(clean_x))
+        if kept is not None:
+            count = min(keep_per_fold, fold_bounds[fold + 1] - fold_bounds[fold])
+            kept_rows.append(np.arange(fold_bounds[fold], fold_bounds[fold] + count))
+            for name in key_names:
+                kept[name].append(tuple(np.concatenate(p) for p in fold_kept[name]))
         for layer in layers:
             stats[layer.name].append(fold_stats[layer.name])
             if marked is not None:
                 marked[layer.name].append(fold_marked[layer.name])
     as_array = lambda parts: np.concatenate(parts).astype(np.float32) if parts else None  # noqa
-    return Collected(stats, as_array(clean_scores), as_array(triggered_scores), marked)
+    return Collected(stats, as_array(clean_scores), as_array(triggered_scores), marked, kept,
+                     kept_rows if kept is not None else None)
 
 
 def _split_scores(batch_scores: np.ndarray, size: int, with_triggered: bool):

@@ -53,7 +53,7 @@ def _give_own_copy(proto: onnx.ModelProto, layer: Layer, weight: np.ndarray) -> 
     while name in taken:
         name += "_"
     proto.graph.initializer.append(numpy_helper.from_array(weight, name))
-    node = proto.graph.node[layer.node_index]
+    node = next(n for n in proto.graph.node if layer.output_tensor in n.output)
     node.input[1] = name
 
 

@@ -17,6 +17,7 @@ from .data import Dataset
 from .edit import Anchor, combined, edited_model
 from .errors import DataError, InputError, ModelError, OutputPathError
 from .graph import LoadedModel, has_bypass, load_model, model_input, save_model, score_output
+from .heldout import HeldOut
 from .layers import Layer, find_layers, to_matrices, weight_array
 from .patch import set_provenance
 from .select import (
@@ -47,7 +48,10 @@ class RepairConfig:
     eps: float | None = None            # ridge ε; None: chosen by cross-validation
     eps_grid: tuple = (1e-2, 1e-1)
     folds: int = 4
+    cv_samples: int = 512               # held-out scoring uses at most this many samples
     max_auto_layers: int = 4
+    max_auto_key_dim: int = 2048        # larger layers only when named (cost: keys·d², d³)
+    verify_samples: int = 512           # the repaired model is re-run on at most this many
     output: str | None = None
     device: str = "auto"
     batch_size: int = 64
@@ -86,9 +90,10 @@ def fold_order(n: int, folds: int, seed: int) -> tuple[np.ndarray, list[int]]:
     return np.concatenate(parts), bounds
 
 
-def pick_layers(requested, layers: list[Layer], proto, output, max_layers) -> list[tuple]:
+def pick_layers(requested, layers: list[Layer], proto, output, max_layers,
+                max_key_dim) -> list[tuple]:
     if requested == "auto" or requested == ["auto"]:
-        sets = candidate_sets(proto, layers, output, max_layers)
+        sets = candidate_sets(proto, layers, output, max_layers, max_key_dim)
         if not sets:
             raise ModelError("no editable layer lies on every path to the output; "
                              "name layers with --layers (see `onnx-bdfix inspect`)")
@@ -116,6 +121,7 @@ class Fit:
     target: int
     output: str
     anchor_layer: Layer | None
+    held_out: "HeldOut"
 
     def stats(self, layers: list[Layer], leave_out: int | None = None) -> dict[str, KeyStats]:
         return {layer.name: combined(self.collected.stats[layer.name],
@@ -214,7 +220,8 @@ class Repair:
         if len(clean) < MIN_SAMPLES:
             raise DataError(f"{clean.source}: {len(clean)} clean samples; at least "
                             f"{MIN_SAMPLES} are needed (100 or more work well)")
-        sets = pick_layers(cfg.layers, layers, loaded.proto, output, cfg.max_auto_layers)
+        sets = pick_layers(cfg.layers, layers, loaded.proto, output, cfg.max_auto_layers,
+                           cfg.max_auto_key_dim)
         folds = min(cfg.folds, max(2, len(clean) // 10))
         order, bounds = fold_order(len(clean), folds, cfg.seed)
         return Plan(loaded, output, layers, sets, order, bounds)
@@ -225,9 +232,11 @@ class Repair:
         """
         cfg, proto = self.config, plan.loaded.proto
         guess = TargetGuess(cfg.target_class)
+        folds = len(plan.bounds) - 1
         collected = collect_statistics(proto, plan.involved, clean_x, triggered_x, plan.bounds,
                                        plan.output, cfg.device, cfg.batch_size, self.progress,
-                                       mark=guess if cfg.repair_step else None)
+                                       mark=guess if cfg.repair_step else None,
+                                       keep_per_fold=max(1, cfg.cv_samples // folds))
         reference = collected.clean_scores.argmax(1)
         target, plan.target_source = self._target(reference, collected)
         n_classes = collected.clean_scores.shape[1]
@@ -237,9 +246,11 @@ class Repair:
                 self._target_stats(proto, plan.involved, clean_x, reference, target,
                                    plan.bounds, plan.output)
             anchor_layer = logit_layer(proto, plan.layers, plan.output, n_classes)
+        held_out = HeldOut(proto, plan.output, collected.kept, collected.kept_rows, clean_x,
+                           triggered_x, cfg.device, cfg.batch_size)
         return Fit(proto, collected, target_stats, cfg.target_weight or float(n_classes),
                    clean_x, triggered_x, plan.bounds, reference, target, plan.output,
-                   anchor_layer)
+                   anchor_layer, held_out)
 
     def _repaired(self, plan: "Plan", fit: Fit, chosen: CandidateResult) -> onnx.ModelProto:
         layers = [plan.by_name[name] for name in chosen.layers]
@@ -252,10 +263,11 @@ class Repair:
         """Check and run the repaired model in memory, then write it and check the file."""
         cfg = self.config
         runner = open_runner(repaired, cfg.device, "all")
-        after = (scores(runner, fit.clean_x, plan.output, cfg.batch_size, self.progress,
-                        "verifying"),
-                 scores(runner, fit.triggered_x, plan.output, cfg.batch_size, self.progress,
-                        "verifying"))
+        checked = slice(0, min(len(fit.clean_x), cfg.verify_samples))
+        after = (scores(runner, fit.clean_x[checked], plan.output, cfg.batch_size,
+                        self.progress, "verifying"),
+                 scores(runner, fit.triggered_x[checked], plan.output, cfg.batch_size,
+                        self.progress, "verifying"))
         onnx.checker.check_model(repaired, full_check=True)
         save_model(repaired, out_path, plan.loaded.external_tensors)
         full_check(out_path)
@@ -264,6 +276,7 @@ class Repair:
     def _report(self, plan, fit, results, chosen, provider, after, labels, out_path,
                 timings) -> RepairReport:
         cfg, collected = self.config, fit.collected
+        checked = len(after[0])                  # samples the repaired model was re-run on
         evidence = self._evidence(plan.loaded.proto, plan.layers, plan.involved, collected,
                                   plan.output, chosen)
         return RepairReport(
@@ -276,10 +289,11 @@ class Repair:
                          "anchor_layer": fit.anchor_layer.name if fit.anchor_layer else None,
                          "target_logit_offset": chosen.target_offset},
             candidates=[r.as_dict() for r in results],
-            parity=parity(collected.clean_scores, after[0]).as_dict(),
-            before=quality(collected.clean_scores, collected.triggered_scores, labels,
+            parity=parity(collected.clean_scores[:checked], after[0]).as_dict(),
+            before=quality(collected.clean_scores[:checked],
+                           collected.triggered_scores[:checked], labels[:checked],
                            fit.target).as_dict(),
-            after=quality(after[0], after[1], labels, fit.target).as_dict(),
+            after=quality(after[0], after[1], labels[:checked], fit.target).as_dict(),
             timings=timings, config=asdict(cfg))
 
     # -- steps ------------------------------------------------------------------------
@@ -315,24 +329,25 @@ class Repair:
                                    "repair step")
         return again.stats
 
-    def _cross_validate(self, fit: "Fit", layers: list[Layer],
+    def _cross_validate(self, fit: Fit, layers: list[Layer],
                         strength: tuple[float, float, float]) -> CandidateResult:
-        """Fit on all folds but one, score the held-out one; then the target-logit anchor."""
-        cfg = self.config
-        held_clean = np.empty_like(fit.collected.clean_scores)           # (N, classes)
-        held_triggered = np.empty_like(fit.collected.clean_scores)
+        """Fit on all folds but one, score the held-out one on the tail after the edited
+        layers; then the repair step's target-logit anchor."""
+        cut = tuple(dict.fromkeys(layer.key_tensor for layer in layers))
+        base = fit.held_out.tail(cut) or fit.proto
+        rows = np.concatenate(fit.held_out.rows)
+        before = fit.collected.clean_scores[rows]                       # (kept, classes)
+        clean_parts, triggered_parts = [], []
         for fold in range(len(fit.bounds) - 1):
-            model = edited_model(fit.proto, layers, fit.stats(layers, leave_out=fold), strength)
-            runner = open_runner(model, cfg.device, "all")
-            rows = slice(fit.bounds[fold], fit.bounds[fold + 1])
-            held_clean[rows] = scores(runner, fit.clean_x[rows], fit.output, cfg.batch_size)
-            held_triggered[rows] = scores(runner, fit.triggered_x[rows], fit.output,
-                                          cfg.batch_size)
+            edited = edited_model(base, layers, fit.stats(layers, leave_out=fold), strength)
+            clean, triggered = fit.held_out.scores(edited, cut, fold)
+            clean_parts.append(clean)
+            triggered_parts.append(triggered)
+        held_clean, held_triggered = np.concatenate(clean_parts), np.concatenate(triggered_parts)
         offset = 0.0
         if fit.anchor_layer is not None:
-            offset = target_offset(fit.collected.clean_scores, held_clean, fit.target)
-        figures = held_out_figures(fit.collected.clean_scores, held_clean, held_triggered,
-                                   fit.target, offset)
+            offset = target_offset(before, held_clean, fit.target)
+        figures = held_out_figures(before, held_clean, held_triggered, fit.target, offset)
         return CandidateResult(tuple(layer.name for layer in layers), *strength[:2],
                                target_offset=offset, **figures)
 

@@ -95,15 +95,20 @@ def branch_sets(proto: onnx.ModelProto, layers: list[Layer], output: str,
 
 
 def candidate_sets(proto: onnx.ModelProto, layers: list[Layer], output: str,
-                   max_layers: int = 4) -> list[tuple[str, ...]]:
+                   max_layers: int = 4, max_key_dim: int = 2048) -> list[tuple[str, ...]]:
     """Latest single layers first, then the last branch pair.
 
     Editing several layers at once from one pass was measured to cost clean accuracy on held-out
-    data that the cross-validation did not see, so it is only done when named.
+    data that the cross-validation did not see, so it is only done when named. Layers with
+    keys longer than ``max_key_dim`` are left to --layers: their statistics cost keys·d² per
+    sample and their solve d³ per candidate and fold (ResNet-18's last convs: d = 4,608,
+    about four times the whole forward pass).
     """
-    singles = unbypassed(proto, layers, output)[-max_layers:]
+    affordable = [layer for layer in layers if layer.key_dim <= max_key_dim]
+    singles = unbypassed(proto, affordable, output)[-max_layers:]
     sets = [(layer.name,) for layer in reversed(singles)]
-    pairs = branch_sets(proto, layers, output)
+    pairs = [pair for pair in branch_sets(proto, layers, output)
+             if all(layer.key_dim <= max_key_dim for layer in pair)]
     if pairs:
         sets.append(tuple(layer.name for layer in pairs[-1]))
     return sets
