@@ -179,10 +179,11 @@ def activation_profile(model, clean_path, trigger_path, probe, device, images) -
     from onnx_bdfix.graph import load_model
     from onnx_bdfix.triggers import load_trigger
     spec, clean = load_inputs(model, clean_path, images, "clean data")
+    probe_x = clean.head(probe).x
     triggered = None
     if trigger_path:
-        triggered = load_trigger(trigger_path, tuple(spec.sample_shape)).apply(clean.x[:probe])
-    rows = profile(load_model(model).proto, clean.x[:probe], triggered, probe, device)
+        triggered = load_trigger(trigger_path, tuple(spec.sample_shape)).apply(probe_x)
+    rows = profile(load_model(model).proto, probe_x, triggered, probe, device)
     return [row.as_dict() for row in rows]
 
 
@@ -221,7 +222,6 @@ def print_activations(rows: list[dict]) -> None:
 def repair(model, clean, out, trigger, triggered, layers, target_class, no_repair_step,
            output_name, report, device, batch_size, eps, size, layout, scale, mean, std):
     """Repair MODEL with a known trigger; write and verify the repaired model at OUT."""
-    from onnx_bdfix.data import Dataset
     from onnx_bdfix.repair import Repair, RepairConfig
     from onnx_bdfix.triggers import load_trigger, load_triggered
     if bool(trigger) == bool(triggered):
@@ -229,8 +229,7 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
     images = read_image_options(size, layout, scale, mean, std)
     spec, clean_data = load_inputs(model, clean, images, "clean data")
     if trigger:
-        trig = load_trigger(trigger, tuple(spec.sample_shape))
-        triggered_data = Dataset(trig.apply(clean_data.x), clean_data.y, trig.sha256, trigger)
+        triggered_data = load_trigger(trigger, tuple(spec.sample_shape))
     else:
         triggered_data = load_triggered(triggered, clean_data)
     config = RepairConfig(layers="auto" if layers == "auto" else layers.split(","),
@@ -290,9 +289,9 @@ def evaluate(model, data, trigger, triggered_data, target_class, output_name, as
     images = read_image_options(size, layout, scale, mean, std)
     spec, dataset = load_inputs(model, data, images, "data")
     if trigger:
-        triggered_x = load_trigger(trigger, tuple(spec.sample_shape)).apply(dataset.x)
+        triggered_x = dataset.rows(trigger=load_trigger(trigger, tuple(spec.sample_shape)))
     else:
-        triggered_x = load_triggered(triggered_data, dataset).x
+        triggered_x = load_triggered(triggered_data, dataset).rows()
     result = evaluate_model(model, dataset, triggered_x, target_class, output_name, device,
                             batch_size, progress_printer())
     if as_json:

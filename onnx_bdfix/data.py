@@ -21,13 +21,55 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass
 class Dataset:
-    x: np.ndarray                 # (N, *sample_shape) float32, model layout and scale
+    """Samples as stored (integer or float, possibly memory-mapped), scaled on the way out."""
+    raw: np.ndarray               # (N, *sample_shape) as stored
     y: np.ndarray | None          # (N,) int64 labels, or None
     sha256: str
     source: str
+    scale: float = 1.0
+    offset: float = 0.0
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.raw)
+
+    @property
+    def x(self) -> np.ndarray:
+        """Every sample as float32 in the model's scale (a full copy: prefer :meth:`rows`)."""
+        return self.rows()[:]
+
+    def head(self, count: int) -> "Dataset":
+        """The first ``count`` samples (a view: nothing is copied)."""
+        labels = None if self.y is None else self.y[:count]
+        return Dataset(self.raw[:count], labels, self.sha256, self.source, self.scale,
+                       self.offset)
+
+    def rows(self, order: np.ndarray | None = None, trigger=None) -> "Rows":
+        return Rows(self.raw, self.scale, self.offset, order, trigger)
+
+
+class Rows:
+    """A lazy view of samples in a given order: ``rows[i:j]`` or ``rows[indices]`` gathers,
+    scales to float32 and, with a trigger, triggers just those samples. Memory follows the
+    batch, not the data set."""
+
+    def __init__(self, raw: np.ndarray, scale: float = 1.0, offset: float = 0.0,
+                 order: np.ndarray | None = None, trigger=None):
+        self.raw, self.scale, self.offset = raw, np.float32(scale), np.float32(offset)
+        self.order, self.trigger = order, trigger
+
+    def __len__(self) -> int:
+        return len(self.order) if self.order is not None else len(self.raw)
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self), *self.raw.shape[1:])
+
+    def __getitem__(self, rows) -> np.ndarray:
+        picked = self.raw[self.order[rows]] if self.order is not None else self.raw[rows]
+        batch = picked.astype(np.float32)
+        if self.scale != 1 or self.offset != 0:
+            batch = batch * self.scale + self.offset
+        return self.trigger.apply(batch) if self.trigger is not None else batch
 
 
 @dataclass
@@ -54,22 +96,39 @@ def load_data(path: str | Path, model_input: InputInfo, images: ImageOptions | N
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    from .graph import file_sha256
+    return file_sha256(path)
 
 
 def load_npz(path: Path, what: str = "data") -> Dataset:
-    arrays = read_npz(path, what)
-    if "x" not in arrays:
-        raise DataError(f"{what} {path}: no array named 'x' (found: {', '.join(arrays)})")
-    x = as_model_scale(arrays, path, what)
+    raw, arrays = read_npz_x(path, what)
     labels = arrays.get("y")
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(f"{what} {path}: 'y' must be {len(x)} integer labels, "
+        if labels.shape != (len(raw),) or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{what} {path}: 'y' must be {len(raw)} integer labels, "
                             f"got {labels.dtype} {labels.shape}")
         labels = labels.astype(np.int64)
-    return Dataset(x, labels, _digest(path), str(path))
+    return Dataset(raw, labels, _digest(path), str(path), float(arrays.get("scale", 1.0)),
+                   float(arrays.get("offset", 0.0)))
+
+
+def read_npz_x(path: Path, what: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``x`` (memory-mapped when the archive stores it uncompressed) and the small arrays."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = archive.files
+            small = {key: archive[key] for key in names if key != "x"}
+            if "x" not in names:
+                raise DataError(f"{what} {path}: no array named 'x' "
+                                f"(found: {', '.join(names) or 'nothing'})")
+            raw = _mapped_member(path, "x.npy")
+            if raw is None:
+                raw = archive["x"]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{what} {path}: not a readable .npz file ({exc})") from exc
+    _check_raw(raw, path, what)
+    return raw, small
 
 
 def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
@@ -80,12 +139,41 @@ def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise DataError(f"{what} {path}: not a readable .npz file ({exc})") from exc
 
 
+def _mapped_member(path: Path, member: str) -> np.ndarray | None:
+    """A read-only memory map of an uncompressed .npy member of a zip file, or None."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") \
+            + int.from_bytes(local[28:30], "little")
+        handle.seek(start)
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+            else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(handle)
+        if dtype.hasobject:
+            return None
+        data_start = handle.tell()
+    if int(np.prod(shape)) == 0:
+        return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=data_start, shape=shape,
+                     order="F" if fortran else "C")
+
+
+def _check_raw(raw: np.ndarray, path: Path, what: str) -> None:
+    if raw.ndim < 2 or len(raw) == 0:
+        raise DataError(f"{what} {path}: 'x' must be (N, ...) with N >= 1, got shape {raw.shape}")
+    if not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)):
+        raise DataError(f"{what} {path}: 'x' has dtype {raw.dtype}; use floats or integers")
+
+
 def as_model_scale(arrays: dict, path: Path, what: str) -> np.ndarray:
     x = arrays["x"]
-    if x.ndim < 2 or len(x) == 0:
-        raise DataError(f"{what} {path}: 'x' must be (N, ...) with N >= 1, got shape {x.shape}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise DataError(f"{what} {path}: 'x' has dtype {x.dtype}; use floats or integers")
+    _check_raw(x, path, what)
     scale = float(arrays.get("scale", 1.0))
     offset = float(arrays.get("offset", 0.0))
     return (x.astype(np.float32) * np.float32(scale) + np.float32(offset)).astype(np.float32)
@@ -93,15 +181,22 @@ def as_model_scale(arrays: dict, path: Path, what: str) -> np.ndarray:
 
 def check_against_input(dataset: Dataset, model_input: InputInfo, what: str) -> None:
     expected = model_input.sample_shape
-    got = list(dataset.x.shape[1:])
+    got = list(dataset.raw.shape[1:])
     fits = len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got))
     if not fits:
         shown = "x".join("?" if e is None else str(e) for e in expected)
         hint = _layout_hint(expected, got)
         raise DataError(f"{what} {dataset.source}: samples are {'x'.join(map(str, got))}, "
                         f"the model's input {model_input.name!r} takes {shown}{hint}")
-    if not np.isfinite(dataset.x).all():
+    if not all_finite(dataset.raw):
         raise DataError(f"{what} {dataset.source}: 'x' holds NaN or Inf values")
+
+
+def all_finite(raw: np.ndarray, chunk: int = 1024) -> bool:
+    """Checked a chunk at a time, so a memory-mapped file is never read in whole."""
+    if np.issubdtype(raw.dtype, np.integer):
+        return True
+    return all(np.isfinite(raw[start:start + chunk]).all() for start in range(0, len(raw), chunk))
 
 
 def _layout_hint(expected: list, got: list) -> str:

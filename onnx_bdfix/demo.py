@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from .collect import Progress
-from .data import Dataset, load_data
+from .data import load_data
 from .graph import load_model, model_input
 from .repair import Repair, RepairConfig
 from .triggers import load_trigger
@@ -26,14 +26,13 @@ def run_demo(workdir: Path, device: str = "auto", progress: Progress | None = No
     model = folder / "model.onnx"
     spec = model_input(load_model(model).proto)
     pool = load_data(folder / "clean.npz", spec, what="clean data")
-    clean = Dataset(pool.x[:DEMO_SAMPLES], None, pool.sha256, pool.source)
+    clean = pool.head(DEMO_SAMPLES)
     trigger = load_trigger(folder / "trigger.npz", tuple(spec.sample_shape))
-    triggered = Dataset(trigger.apply(clean.x), None, trigger.sha256, trigger.source)
     repaired = workdir / "demo_repaired.onnx"
     report = Repair(RepairConfig(device=device), progress).run(
-        model, clean, triggered, repaired)
+        model, clean, trigger, repaired)
     held_out = load_data(folder / "eval.npz", spec, what="evaluation data")
-    triggered_eval = trigger.apply(held_out.x)
+    triggered_eval = held_out.rows(trigger=trigger)
     target = card["target_class"]
     before = evaluate(model, held_out, triggered_eval, target, device=device)
     after = evaluate(repaired, held_out, triggered_eval, target, device=device)

@@ -13,7 +13,7 @@ import onnx
 from . import __version__
 from .calibrate import held_out_figures, logit_layer, target_offset
 from .collect import Progress, collect_statistics, open_runner, scores
-from .data import Dataset
+from .data import Dataset, Rows
 from .edit import Anchor, combined, edited_model
 from .errors import DataError, InputError, ModelError, OutputPathError
 from .graph import LoadedModel, has_bypass, load_model, model_input, save_model, score_output
@@ -29,6 +29,7 @@ from .select import (
     output_divergence,
 )
 from .stats import KeyStats, total
+from .triggers import Trigger
 from .verify import full_check, infer_target, parity, quality
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,8 @@ class Fit:
     collected: object                 # collect.Collected
     target_stats: dict | None         # layer name -> [KeyStats per fold], target-class keys
     target_weight: float
-    clean_x: np.ndarray
-    triggered_x: np.ndarray
+    clean_x: Rows
+    triggered_x: Rows
     bounds: list[int]
     reference: np.ndarray             # (N,) the original model's clean predictions
     target: int
@@ -185,12 +186,16 @@ class Repair:
         self.config = config or RepairConfig()
         self.progress = progress
 
-    def run(self, model_path, clean: Dataset, triggered: Dataset, out_path) -> RepairReport:
-        """``triggered`` holds the triggered copies of ``clean``'s samples, same order."""
+    def run(self, model_path, clean: Dataset, triggered: "Dataset | Trigger",
+            out_path) -> RepairReport:
+        """``triggered``: the trigger, or the triggered copies of ``clean``'s samples in the
+        same order. Samples are read a batch at a time; nothing holds all of them as floats."""
         clock = Clock()
         with clock("load"):
             plan = self._plan(model_path, out_path, clean)
-            clean_x, triggered_x = clean.x[plan.order], triggered.x[plan.order]
+            clean_x = clean.rows(plan.order)
+            triggered_x = clean.rows(plan.order, triggered) if isinstance(triggered, Trigger) \
+                else triggered.rows(plan.order)
         with clock("collect"):
             fit = self._collect(plan, clean_x, triggered_x)
         with clock("choose"):
@@ -226,7 +231,7 @@ class Repair:
         order, bounds = fold_order(len(clean), folds, cfg.seed)
         return Plan(loaded, output, layers, sets, order, bounds)
 
-    def _collect(self, plan: "Plan", clean_x: np.ndarray, triggered_x: np.ndarray) -> Fit:
+    def _collect(self, plan: "Plan", clean_x: Rows, triggered_x: Rows) -> Fit:
         """One pass for the key statistics; the repair step's target-class keys come along,
         for the target guessed from the first batch (a second pass only if the guess was wrong).
         """
@@ -364,7 +369,7 @@ class Repair:
                 candidate=layer in involved, chosen=layer.name in chosen.layers))
         return evidence
 
-    def _provenance(self, loaded: LoadedModel, clean: Dataset, triggered: Dataset,
+    def _provenance(self, loaded: LoadedModel, clean: Dataset, triggered,
                     chosen: CandidateResult, target: int) -> dict:
         return {"tool": "onnx-bdfix", "version": __version__, "mode": "bdk",
                 "input_sha256": loaded.sha256, "clean_sha256": clean.sha256,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Dataset, as_model_scale, read_npz
+from .data import Dataset, all_finite, read_npz, read_npz_x
 from .errors import DataError, TriggerError
 
 
@@ -78,19 +78,15 @@ def load_triggered(path: str | Path, clean: Dataset) -> Dataset:
     if not path.is_file():
         raise TriggerError(f"triggered data {path}: no such file")
     try:
-        arrays = read_npz(path, "triggered data")
-        if "x" not in arrays:
-            raise TriggerError(f"triggered data {path}: no array named 'x'")
-        x = as_model_scale(arrays, path, "triggered data")
-    except TriggerError:
-        raise
+        raw, arrays = read_npz_x(path, "triggered data")
     except DataError as exc:
         raise TriggerError(str(exc)) from exc
-    if x.shape != clean.x.shape:
-        raise TriggerError(f"triggered data {path}: shape {x.shape} differs from the clean "
-                           f"data's {clean.x.shape}; it must hold triggered copies of the "
+    if raw.shape != clean.raw.shape:
+        raise TriggerError(f"triggered data {path}: shape {raw.shape} differs from the clean "
+                           f"data's {clean.raw.shape}; it must hold triggered copies of the "
                            "same samples, in the same order")
-    if not np.isfinite(x).all():
+    if not all_finite(raw):
         raise TriggerError(f"triggered data {path}: 'x' holds NaN or Inf values")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Dataset(x, clean.y, digest, str(path))
+    from .graph import file_sha256
+    return Dataset(raw, clean.y, file_sha256(path), str(path),
+                   float(arrays.get("scale", 1.0)), float(arrays.get("offset", 0.0)))

@@ -84,7 +84,7 @@ class Evaluation:
                 "target_class_source": self.target_class_source, "provider": self.provider}
 
 
-def evaluate(model_path, data, triggered_x: np.ndarray | None, target: int | None = None,
+def evaluate(model_path, data, triggered_x, target: int | None = None,
              output: str | None = None, device: str = "auto", batch_size: int = 256,
              progress=None) -> Evaluation:
     """Clean accuracy, attack success rate and target-class accuracy of the model at a path.
@@ -98,7 +98,7 @@ def evaluate(model_path, data, triggered_x: np.ndarray | None, target: int | Non
     proto = load_model(model_path).proto
     name = score_output(proto, output)
     runner = open_runner(proto, device, "all")
-    clean_scores = scores(runner, data.x, name, batch_size, progress, "scoring clean")
+    clean_scores = scores(runner, data.rows(), name, batch_size, progress, "scoring clean")
     triggered = None if triggered_x is None else \
         scores(runner, triggered_x, name, batch_size, progress, "scoring triggered")
     n_classes = clean_scores.shape[1]

@@ -1,14 +1,18 @@
 """The repair step's target-logit anchor: where it goes and how large it is."""
 import numpy as np
+from conftest import mlp, run
 from onnx import helper, numpy_helper
 
-from onnx_bdfix.calibrate import (held_out_figures, logit_layer, offset_bias, target_mass,
-                                  target_offset)
+from onnx_bdfix.calibrate import (
+    held_out_figures,
+    logit_layer,
+    offset_bias,
+    target_mass,
+    target_offset,
+)
 from onnx_bdfix.edit import Anchor, edited_model
 from onnx_bdfix.layers import find_layers
 from onnx_bdfix.stats import KeyStats
-
-from conftest import mlp, run
 
 
 def test_logit_layer_is_the_biased_classifier():

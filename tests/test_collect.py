@@ -1,13 +1,12 @@
 """One streamed pass gives the same sums whatever the batch size, and marks samples exactly."""
 import numpy as np
 import pytest
+from conftest import mlp, run
 
 from onnx_bdfix.collect import collect_statistics, open_runner, providers_for
 from onnx_bdfix.errors import DeviceError
 from onnx_bdfix.layers import find_layers
 from onnx_bdfix.stats import total
-
-from conftest import mlp, run
 
 
 def data(n=30, d=12, seed=0):

@@ -96,3 +96,24 @@ def test_triggered_copies_must_match(tmp_path):
     np.savez(tmp_path / "t.npz", x=np.zeros((3, 1, 6, 5), np.float32))
     with pytest.raises(TriggerError, match="same samples"):
         load_triggered(tmp_path / "t.npz", clean)
+
+
+def test_uncompressed_npz_is_memory_mapped_and_read_in_batches(tmp_path):
+    x = np.arange(4 * 30, dtype=np.uint8).reshape(4, 1, 6, 5)
+    np.savez(tmp_path / "plain.npz", x=x, scale=np.float32(0.5))
+    np.savez_compressed(tmp_path / "packed.npz", x=x, scale=np.float32(0.5))
+    plain = load_data(tmp_path / "plain.npz", GRAY)
+    packed = load_data(tmp_path / "packed.npz", GRAY)
+    assert isinstance(plain.raw, np.memmap) and not isinstance(packed.raw, np.memmap)
+    np.testing.assert_array_equal(plain.x, packed.x)
+    order = np.array([3, 0, 2, 1])
+    np.testing.assert_allclose(plain.rows(order)[1:3], x[[0, 2]] * 0.5)
+
+
+def test_rows_apply_the_trigger_per_batch(tmp_path):
+    np.savez(tmp_path / "c.npz", x=np.zeros((5, 1, 6, 5), np.float32))
+    np.savez(tmp_path / "t.npz", delta=np.float32(0.25))
+    data = load_data(tmp_path / "c.npz", GRAY)
+    rows = data.rows(np.arange(5)[::-1], load_trigger(tmp_path / "t.npz", (1, 6, 5)))
+    assert rows.shape == (5, 1, 6, 5) and len(rows) == 5
+    np.testing.assert_allclose(rows[:2], 0.25)

@@ -9,7 +9,7 @@ import pytest
 from conftest import BACKDOORED, FIXTURES, card
 from onnx import numpy_helper
 
-from onnx_bdfix.data import Dataset, load_data
+from onnx_bdfix.data import load_data
 from onnx_bdfix.graph import load_model, model_input
 from onnx_bdfix.layers import find_layers
 from onnx_bdfix.patch import PROVENANCE_KEY
@@ -24,13 +24,12 @@ def repair_fixture(name, out_path, **options):
     folder = FIXTURES / name
     spec = model_input(load_model(folder / "model.onnx").proto)
     pool = load_data(folder / "clean.npz", spec)
-    clean = Dataset(pool.x[:N_CLEAN], None, pool.sha256, pool.source)
+    clean = pool.head(N_CLEAN)
     trigger = load_trigger(folder / "trigger.npz", tuple(spec.sample_shape))
-    triggered = Dataset(trigger.apply(clean.x), None, trigger.sha256, trigger.source)
     report = Repair(RepairConfig(device="cpu", **options)).run(
-        folder / "model.onnx", clean, triggered, out_path)
+        folder / "model.onnx", clean, trigger, out_path)
     held_out = load_data(folder / "eval.npz", spec)
-    triggered_eval = trigger.apply(held_out.x)
+    triggered_eval = held_out.rows(trigger=trigger)
     target = card(name)["target_class"]
     before = evaluate(folder / "model.onnx", held_out, triggered_eval, target, device="cpu")
     after = evaluate(out_path, held_out, triggered_eval, target, device="cpu")
