@@ -51,7 +51,6 @@ class RepairConfig:
     folds: int = 4
     cv_samples: int = 512               # held-out scoring uses at most this many samples
     max_auto_layers: int = 4
-    max_auto_key_dim: int = 2048        # larger layers only when named (cost: keys·d², d³)
     verify_samples: int = 512           # the repaired model is re-run on at most this many
     output: str | None = None
     device: str = "auto"
@@ -91,10 +90,9 @@ def fold_order(n: int, folds: int, seed: int) -> tuple[np.ndarray, list[int]]:
     return np.concatenate(parts), bounds
 
 
-def pick_layers(requested, layers: list[Layer], proto, output, max_layers,
-                max_key_dim) -> list[tuple]:
+def pick_layers(requested, layers: list[Layer], proto, output, max_layers) -> list[tuple]:
     if requested == "auto" or requested == ["auto"]:
-        sets = candidate_sets(proto, layers, output, max_layers, max_key_dim)
+        sets = candidate_sets(proto, layers, output, max_layers)
         if not sets:
             raise ModelError("no editable layer lies on every path to the output; "
                              "name layers with --layers (see `onnx-bdfix inspect`)")
@@ -225,8 +223,7 @@ class Repair:
         if len(clean) < MIN_SAMPLES:
             raise DataError(f"{clean.source}: {len(clean)} clean samples; at least "
                             f"{MIN_SAMPLES} are needed (100 or more work well)")
-        sets = pick_layers(cfg.layers, layers, loaded.proto, output, cfg.max_auto_layers,
-                           cfg.max_auto_key_dim)
+        sets = pick_layers(cfg.layers, layers, loaded.proto, output, cfg.max_auto_layers)
         folds = min(cfg.folds, max(2, len(clean) // 10))
         order, bounds = fold_order(len(clean), folds, cfg.seed)
         return Plan(loaded, output, layers, sets, order, bounds)

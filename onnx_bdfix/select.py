@@ -14,9 +14,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from .graph import has_bypass
+from .graph import has_bypass, with_inferred_shapes
 from .layers import Layer
 from .stats import KeyStats
+
+
+FREE_FLOPS = 2e8            # statistics this cheap per sample are never a reason to skip a layer
+STATS_SHARE = 0.25          # else they may cost at most this share of one forward pass
 
 
 @dataclass
@@ -94,21 +98,48 @@ def branch_sets(proto: onnx.ModelProto, layers: list[Layer], output: str,
     return pairs
 
 
+def keys_per_sample(proto: onnx.ModelProto, layers: list[Layer]) -> dict[str, int]:
+    """How many keys one sample gives each layer: output locations of a Conv, tokens of a
+    batched MatMul, 1 for a Gemm (unknown dimensions count as 1)."""
+    inferred = with_inferred_shapes(proto)
+    shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    counts = {}
+    for layer in layers:
+        dims = shapes.get(layer.output_tensor, [])
+        inner = dims[2:] if layer.op == "Conv" else dims[1:-1]
+        counts[layer.name] = int(np.prod(inner)) if inner else 1
+    return counts
+
+
+def affordable(proto: onnx.ModelProto, layers: list[Layer]) -> set[str]:
+    """Layers whose statistics (3 · keys · d² multiply-adds per sample) cost at most a quarter
+    of the model's forward pass, or FREE_FLOPS for small models, so that a repair stays within
+    about two inference passes. ResNet-18's last convolutions (d = 4,608) cost twice a whole
+    forward pass: they are edited only when named."""
+    counts = keys_per_sample(proto, layers)
+    forward = sum(counts[l.name] * l.groups * l.key_dim * l.out_dim for l in layers)  # noqa
+    budget = max(STATS_SHARE * forward, FREE_FLOPS)
+    return {l.name for l in layers  # noqa: E741 - three d x d sums per key
+            if 3 * counts[l.name] * l.groups * l.key_dim ** 2 <= budget}
+
+
 def candidate_sets(proto: onnx.ModelProto, layers: list[Layer], output: str,
-                   max_layers: int = 4, max_key_dim: int = 2048) -> list[tuple[str, ...]]:
-    """Latest single layers first, then the last branch pair.
+                   max_layers: int = 4) -> list[tuple[str, ...]]:
+    """Latest affordable single layers first, then the last affordable branch pair; if no
+    layer is affordable, the cheapest layer that no path bypasses.
 
     Editing several layers at once from one pass was measured to cost clean accuracy on held-out
-    data that the cross-validation did not see, so it is only done when named. Layers with
-    keys longer than ``max_key_dim`` are left to --layers: their statistics cost keys·d² per
-    sample and their solve d³ per candidate and fold (ResNet-18's last convs: d = 4,608,
-    about four times the whole forward pass).
+    data that the cross-validation did not see, so it is only done when named.
     """
-    affordable = [layer for layer in layers if layer.key_dim <= max_key_dim]
-    singles = unbypassed(proto, affordable, output)[-max_layers:]
+    cheap = affordable(proto, layers)
+    every = unbypassed(proto, layers, output)
+    singles = [layer for layer in every if layer.name in cheap][-max_layers:]
+    if not singles and every:
+        singles = [min(every, key=lambda layer: layer.key_dim)]
     sets = [(layer.name,) for layer in reversed(singles)]
     pairs = [pair for pair in branch_sets(proto, layers, output)
-             if all(layer.key_dim <= max_key_dim for layer in pair)]
+             if all(layer.name in cheap for layer in pair)]
     if pairs:
         sets.append(tuple(layer.name for layer in pairs[-1]))
     return sets
