@@ -103,11 +103,12 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
 
 
 def save_model(proto: onnx.ModelProto, out_path: str | os.PathLike,
-               external_tensors: list[str] = ()) -> list[Path]:
+               external_tensors: list[str] = (), check=None) -> list[Path]:
     """Write ``proto`` atomically; tensors named in ``external_tensors`` go to OUT.data.
 
-    Everything is first written to temporary files in the output folder, then renamed into
-    place, so a failure leaves no partial output. Returns the paths written.
+    Everything is first written to temporary files in the output folder; ``check`` (given the
+    temporary model file) may raise before the model is renamed into place, so a failure
+    leaves no partial output. Returns the paths written.
     """
     out_path = Path(out_path)
     folder = out_path.resolve().parent
@@ -117,18 +118,28 @@ def save_model(proto: onnx.ModelProto, out_path: str | os.PathLike,
         raise OutputPathError(f"{out_path}: folder {folder} is not writable")
     proto = _copy_proto(proto)
     written: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
     try:
         if external_tensors:
             data_path = out_path.with_name(out_path.name + ".data")
             written.append((_write_external(proto, set(external_tensors), data_path), data_path))
-        written.append((_write_temp(folder, proto.SerializeToString()), out_path))
-        for temp, final in written:
-            os.replace(temp, final)
+            os.replace(written[-1][0], data_path)        # the model's check must find it
+            placed.append(data_path)
+        temp_model = _write_temp(folder, proto.SerializeToString())
+        written.append((temp_model, out_path))
+        if check is not None:
+            check(temp_model)
+        os.replace(temp_model, out_path)
+        placed.append(out_path)
+    except BaseException:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
     finally:
         for temp, _ in written:
             if temp.exists():
                 temp.unlink()
-    return [final for _, final in written]
+    return placed
 
 
 def _copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -270,9 +270,7 @@ class Repair:
                         self.progress, "verifying"),
                  scores(runner, fit.triggered_x[checked], plan.output, cfg.batch_size,
                         self.progress, "verifying"))
-        onnx.checker.check_model(repaired, full_check=True)
-        save_model(repaired, out_path, plan.loaded.external_tensors)
-        full_check(out_path)
+        save_model(repaired, out_path, plan.loaded.external_tensors, check=full_check)
         return runner, after
 
     def _report(self, plan, fit, results, chosen, provider, after, labels, out_path,

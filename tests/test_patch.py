@@ -1,5 +1,6 @@
 """Patching writes new values for the edited initializers and changes nothing else."""
 import numpy as np
+import pytest
 import onnx
 from conftest import init, make_model, mlp, run, tensor_info
 from onnx import TensorProto, helper, numpy_helper
@@ -80,3 +81,17 @@ def test_external_data_layout_is_kept(tmp_path):
     assert again.external_tensors == ["w1"]
     np.testing.assert_allclose(run(again.proto, x)[0], expected)
     assert not list(tmp_path.glob(".bdfix-*"))
+
+
+def test_a_failing_check_leaves_nothing_behind(tmp_path):
+    model = mlp(d=64, hidden=64)
+    onnx.save_model(model, tmp_path / "in.onnx", save_as_external_data=True,
+                    location="in.weights", size_threshold=2048)
+    loaded = load_model(tmp_path / "in.onnx")
+
+    def refuse(path):
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        save_model(loaded.proto, tmp_path / "out.onnx", loaded.external_tensors, check=refuse)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "in.weights"]
