@@ -308,6 +308,31 @@ def evaluate(model, data, trigger, triggered_data, target_class, output_name, as
 
 
 @main.command()
+@click.argument("model_a", type=click.Path())
+@click.argument("model_b", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@handles_errors
+def diff(model_a, model_b, as_json):
+    """List what differs between two models: structure, and each changed initializer."""
+    from onnx_bdfix.diff import diff_models
+    result = diff_models(model_a, model_b)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    for line in result.structure:
+        click.echo(f"structure: {line}")
+    for change in result.initializers:
+        figures = "" if change.max_abs_change is None else \
+            f"  max |change| {change.max_abs_change:.4g}, relative " + \
+            ("n/a" if change.relative_change is None else f"{change.relative_change:.3%}")
+        shape = "x".join(map(str, change.shape))
+        click.echo(f"initializer {change.status}: {change.name} ({shape}){figures}")
+    for line in result.metadata:
+        click.echo(f"metadata {line}")
+    click.echo("only weights differ" if result.weights_only else "the structure differs")
+
+
+@main.command()
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @handles_errors

@@ -23,7 +23,7 @@ def small_clean(tmp_path, n=60):
     return tmp_path / "clean.npz"
 
 
-@pytest.mark.parametrize("command", ["inspect", "repair", "evaluate", "demo"])
+@pytest.mark.parametrize("command", ["inspect", "repair", "evaluate", "diff", "demo"])
 def test_every_command_has_help(cli, command):
     result = cli.invoke(main, [command, "--help"])
     assert result.exit_code == 0
@@ -52,6 +52,12 @@ def test_repair_then_evaluate(cli, tmp_path):
                                "--json"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["attack_success_rate"] < 0.05
+    result = cli.invoke(main, ["diff", str(BADNETS / "model.onnx"), str(out), "--json"])
+    assert result.exit_code == 0, result.stderr
+    changes = json.loads(result.stdout)
+    assert changes["weights_only"] and changes["structure"] == []
+    assert 1 <= len(changes["initializers"]) <= 3
+    assert changes["metadata"] == ["added: onnx_bdfix.provenance"]
 
 
 def test_bad_model_is_exit_3_with_one_line_and_nothing_written(cli, tmp_path):
@@ -136,3 +142,10 @@ def test_inspect_activations_exposes_every_tensor(cli):
     keyed = [row for row in rows if row["key_of"]]
     assert len(keyed) == 3              # the keys of all editable layers but the first (input)
     assert all(row["divergence"] > 0 for row in keyed)
+
+
+def test_diff_of_different_models_shows_the_structure(cli):
+    result = cli.invoke(main, ["diff", str(BADNETS / "model.onnx"),
+                               str(FIXTURES / "resnet_sig" / "model.onnx")])
+    assert result.exit_code == 0, result.stderr
+    assert "structure:" in result.stdout and "the structure differs" in result.stdout

@@ -1,7 +1,7 @@
 """Patching writes new values for the edited initializers and changes nothing else."""
 import numpy as np
-import pytest
 import onnx
+import pytest
 from conftest import init, make_model, mlp, run, tensor_info
 from onnx import TensorProto, helper, numpy_helper
 
