@@ -217,27 +217,43 @@ def print_activations(rows: list[dict]) -> None:
 @device_option
 @batch_option
 @click.option("--eps", type=float, default=None, help="Ridge strength relative to the key scale.")
+@click.option("--max-clean-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Without a trigger: largest held-out loss of agreement with the original "
+                   "model's clean answers that an edit may cost.")
 @image_options
 @handles_errors
 def repair(model, clean, out, trigger, triggered, layers, target_class, no_repair_step,
-           output_name, report, device, batch_size, eps, size, layout, scale, mean, std):
-    """Repair MODEL with a known trigger; write and verify the repaired model at OUT."""
+           output_name, report, device, batch_size, eps, max_clean_drop, size, layout, scale,
+           mean, std):
+    """Repair MODEL; write and verify the repaired model at OUT.
+
+    With --trigger or --triggered the trigger is known. Without either, onnx-bdfix runs in
+    trigger-agnostic mode: it reconstructs the strongest small trigger with ONNX Runtime
+    (patches, blends, waves), then repairs against it.
+    """
     from onnx_bdfix.repair import Repair, RepairConfig
     from onnx_bdfix.triggers import load_trigger, load_triggered
-    if bool(trigger) == bool(triggered):
-        raise click.UsageError("give exactly one of --trigger T.npz or --triggered F.npz")
+    if trigger and triggered:
+        raise click.UsageError("give at most one of --trigger T.npz or --triggered F.npz")
     images = read_image_options(size, layout, scale, mean, std)
     spec, clean_data = load_inputs(model, clean, images, "clean data")
-    if trigger:
-        triggered_data = load_trigger(trigger, tuple(spec.sample_shape))
-    else:
-        triggered_data = load_triggered(triggered, clean_data)
     config = RepairConfig(layers="auto" if layers == "auto" else layers.split(","),
                           target_class=target_class, repair_step=not no_repair_step,
                           output=output_name, device=device, batch_size=batch_size)
     if eps is not None:
         config.eps = eps
-    result = Repair(config, progress_printer()).run(model, clean_data, triggered_data, out)
+    if not trigger and not triggered:
+        from onnx_bdfix.agnostic import agnostic_repair
+        click.echo("trigger-agnostic mode: no trigger given, reconstructing one", err=True)
+        result, found = agnostic_repair(model, clean_data, out, config, max_clean_drop,
+                                        progress_printer())
+        click.echo(f"scan: {found.verdict}; repaired against the strongest trigger found, "
+                   f"{found.best(result.target_class).trigger.source!r} into class "
+                   f"{result.target_class}")
+    else:
+        triggered_data = load_trigger(trigger, tuple(spec.sample_shape)) if trigger \
+            else load_triggered(triggered, clean_data)
+        result = Repair(config, progress_printer()).run(model, clean_data, triggered_data, out)
     if report:
         Path(report).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     print_repair(result)
@@ -305,6 +321,35 @@ def evaluate(model, data, trigger, triggered_data, target_class, output_name, as
     click.echo(f"attack success rate   {cell(q.attack_success_rate)}")
     click.echo(f"target class          {result.target_class} ({result.target_class_source})")
     click.echo(f"target-class accuracy {cell(q.target_class_accuracy)}")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--clean", required=True, type=click.Path(),
+              help="Clean samples (no labels needed): .npz or a folder of images.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@click.option("--probe", type=click.IntRange(8), default=64, show_default=True,
+              help="Clean samples the reconstructed triggers are tried on.")
+@output_option
+@device_option
+@image_options
+@handles_errors
+def scan(model, clean, as_json, probe, output_name, device, size, layout, scale, mean, std):
+    """Scan MODEL for a backdoor without labels or trigger. Exit 1 when suspicious."""
+    from onnx_bdfix.scan import scan as scan_model
+    _, clean_data = load_inputs(model, clean, read_image_options(size, layout, scale, mean,
+                                                                 std), "clean data")
+    result = scan_model(model, clean_data, output_name, device, probe)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        click.echo(f"{'class':>5}  {'suspicion':>9}  strongest trigger found")
+        for row in result.classes:
+            mark = "  <- suspected target" if row["class"] == result.suspected_class else ""
+            click.echo(f"{row['class']:>5}  {row['suspicion']:>9.1%}  {row['trigger']}{mark}")
+        click.echo(f"verdict: {result.verdict.upper()} (alarm at {result.threshold:.0%} of "
+                   f"probe samples sent to one class)")
+    sys.exit(1 if result.suspicious else 0)
 
 
 @main.command()

@@ -56,6 +56,8 @@ class RepairConfig:
     device: str = "auto"
     batch_size: int = 64
     seed: int = 0
+    max_clean_drop: float | None = None  # edit only within this loss of held-out agreement
+    mode: str = "bdk"                   # "bdk": trigger given; "agnostic": reconstructed
 
 
 @dataclass
@@ -70,6 +72,7 @@ class RepairReport:
     chosen: list[str]
     choice_reason: str
     candidates: list[dict]
+    chosen_figures: dict
     repair_step: dict
     parity: dict
     before: dict
@@ -188,7 +191,7 @@ class Repair:
             out_path) -> RepairReport:
         """``triggered``: the trigger, or the triggered copies of ``clean``'s samples in the
         same order. Samples are read a batch at a time; nothing holds all of them as floats."""
-        clock = Clock()
+        clock, cfg = Clock(), self.config
         with clock("load"):
             plan = self._plan(model_path, out_path, clean)
             clean_x = clean.rows(plan.order)
@@ -199,7 +202,7 @@ class Repair:
         with clock("choose"):
             results = [self._cross_validate(fit, [plan.by_name[n] for n in names], strength)
                        for strength in self._strengths() for names in plan.sets]
-            chosen = best(results)
+            chosen = best(results, cfg.max_clean_drop, sum(map(len, fit.held_out.rows)))
         with clock("solve_patch"):
             repaired = self._repaired(plan, fit, chosen)
             set_provenance(repaired, self._provenance(plan.loaded, clean, triggered, chosen,
@@ -254,7 +257,12 @@ class Repair:
                    clean_x, triggered_x, plan.bounds, reference, target, plan.output,
                    anchor_layer, held_out)
 
-    def _repaired(self, plan: "Plan", fit: Fit, chosen: CandidateResult) -> onnx.ModelProto:
+    def _repaired(self, plan: "Plan", fit: Fit, chosen: CandidateResult | None
+                  ) -> onnx.ModelProto:
+        if chosen is None:                       # no edit within --max-clean-drop
+            unchanged = onnx.ModelProto()
+            unchanged.CopyFrom(plan.loaded.proto)
+            return unchanged
         layers = [plan.by_name[name] for name in chosen.layers]
         anchor = Anchor(fit.anchor_layer, fit.target, chosen.target_offset) \
             if fit.anchor_layer else None
@@ -282,12 +290,14 @@ class Repair:
         return RepairReport(
             model=str(plan.loaded.path), output_model=str(out_path), score_output=plan.output,
             provider=provider, target_class=fit.target, target_class_source=plan.target_source,
-            layers=[e.as_dict() for e in evidence], chosen=list(chosen.layers),
-            choice_reason=_reason(chosen, results, cfg.layers),
+            layers=[e.as_dict() for e in evidence],
+            chosen=list(chosen.layers) if chosen else [],
+            choice_reason=_reason(chosen, results, cfg),
+            chosen_figures=chosen.as_dict() if chosen else {},
             repair_step={"enabled": cfg.repair_step, "target_key_weight": fit.target_weight,
                          "target_samples": int((fit.reference == fit.target).sum()),
                          "anchor_layer": fit.anchor_layer.name if fit.anchor_layer else None,
-                         "target_logit_offset": chosen.target_offset},
+                         "target_logit_offset": chosen.target_offset if chosen else 0.0},
             candidates=[r.as_dict() for r in results],
             parity=parity(collected.clean_scores[:checked], after[0]).as_dict(),
             before=quality(collected.clean_scores[:checked],
@@ -361,17 +371,21 @@ class Repair:
                 key_divergence(stats) if stats else None,
                 output_divergence(stats, to_matrices(layer, weight_array(proto, layer)))
                 if stats else None,
-                candidate=layer in involved, chosen=layer.name in chosen.layers))
+                candidate=layer in involved,
+                chosen=chosen is not None and layer.name in chosen.layers))
         return evidence
 
     def _provenance(self, loaded: LoadedModel, clean: Dataset, triggered,
-                    chosen: CandidateResult, target: int) -> dict:
-        return {"tool": "onnx-bdfix", "version": __version__, "mode": "bdk",
+                    chosen: CandidateResult | None, target: int) -> dict:
+        edit = {"layers": list(chosen.layers), "alpha": chosen.alpha, "eps": chosen.eps,
+                "target_logit_offset": chosen.target_offset} if chosen else {"layers": []}
+        trigger = {"trigger_sha256": triggered.sha256}
+        if self.config.mode == "agnostic":       # a reconstructed trigger: say what it was
+            trigger = {"trigger": triggered.source,
+                       "trigger_arrays_sha256": triggered.sha256}
+        return {"tool": "onnx-bdfix", "version": __version__, "mode": self.config.mode,
                 "input_sha256": loaded.sha256, "clean_sha256": clean.sha256,
-                "trigger_sha256": triggered.sha256, "clean_samples": len(clean),
-                "layers": list(chosen.layers), "alpha": chosen.alpha, "eps": chosen.eps,
-                "target_logit_offset": chosen.target_offset,
-                "target_class": target,
+                "clean_samples": len(clean), "target_class": target, **trigger, **edit,
                 "parameters": asdict(self.config)}
 
 
@@ -382,11 +396,13 @@ def _check_paths(model_path: Path, out_path: Path) -> None:
         raise OutputPathError(f"{out_path}: is a folder; give a file name for the output")
 
 
-def _reason(chosen: CandidateResult, results: list[CandidateResult], requested) -> str:
-    if requested not in ("auto", ["auto"]):
-        return "named with --layers"
-    return (f"lowest held-out score (attack success + lost clean agreement) of "
-            f"{len(results)} candidates (layers x strength): alpha={chosen.alpha:g}, "
-            f"eps={chosen.eps:g}, "
-            f"{chosen.attack_success:.1%} attack success, "
-            f"{chosen.agreement:.1%} clean agreement")
+def _reason(chosen: CandidateResult | None, results: list[CandidateResult],
+            config: RepairConfig) -> str:
+    if chosen is None:
+        return (f"no candidate edit kept held-out clean agreement within "
+                f"{config.max_clean_drop:.1%}: the weights are left unchanged")
+    named = "" if config.layers in ("auto", ["auto"]) else "layers named with --layers; "
+    return (f"{named}lowest smooth held-out score (trigger pull + clean and target-class "
+            f"shift) of {len(results)} candidates (layers x strength): "
+            f"alpha={chosen.alpha:g}, eps={chosen.eps:g}, {chosen.attack_success:.1%} attack "
+            f"success, {chosen.agreement:.1%} clean agreement")

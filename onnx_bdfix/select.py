@@ -18,7 +18,6 @@ from .graph import has_bypass, with_inferred_shapes
 from .layers import Layer
 from .stats import KeyStats
 
-
 FREE_FLOPS = 2e8            # statistics this cheap per sample are never a reason to skip a layer
 STATS_SHARE = 0.25          # else they may cost at most this share of one forward pass
 
@@ -145,6 +144,15 @@ def candidate_sets(proto: onnx.ModelProto, layers: list[Layer], output: str,
     return sets
 
 
-def best(results: list[CandidateResult]) -> CandidateResult:
-    """Lowest score; ties go to the earlier candidate (milder, later, fewer layers)."""
-    return min(results, key=lambda result: round(result.score, 6))
+def best(results: list[CandidateResult], max_clean_drop: float | None = None,
+         held_out: int = 0) -> CandidateResult | None:
+    """Lowest score among candidates whose held-out clean agreement is not significantly
+    below 1 − ``max_clean_drop`` (two standard errors of a share measured on ``held_out``
+    samples); ties go to the earlier candidate (later, fewer layers). None when no candidate
+    keeps within the bound."""
+    if max_clean_drop is None:
+        kept = results
+    else:
+        slack = 2 * np.sqrt(max_clean_drop * (1 - max_clean_drop) / max(held_out, 1))
+        kept = [r for r in results if 1 - r.agreement <= max_clean_drop + slack]
+    return min(kept, key=lambda result: round(result.score, 6)) if kept else None

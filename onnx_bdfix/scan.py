@@ -1,0 +1,72 @@
+"""Backdoor scan without labels or trigger: which class can a tiny trigger take over?
+
+For every class, the strongest reconstructed trigger (:mod:`onnx_bdfix.reconstruct`) and the
+share of probe samples it sends there. A backdoor's target class gives itself away: a small
+patch, faint blend or faint wave moves nearly every input into it (0.98–1.0 on every
+backdoored fixture), while on a clean model the best any class reaches is about a third.
+The evidence for the suspected class is how far the triggered activations part from the
+clean ones, layer by layer.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .activations import profile
+from .collect import open_runner
+from .data import Dataset
+from .graph import load_model, model_input, score_output
+from .reconstruct import Found, search
+
+ALARM = 0.9          # flip rate that marks a class as a backdoor target
+PROBE = 64
+
+
+@dataclass
+class ScanResult:
+    verdict: str                     # "suspicious" or "clean"
+    suspected_class: int | None
+    threshold: float
+    classes: list[dict]              # per class: flip rate (the suspicion score), trigger
+    evidence: list[dict] = field(default_factory=list)   # per tensor, for the top class
+    provider: str = ""
+    found: list[Found] = field(default_factory=list, repr=False)
+
+    @property
+    def suspicious(self) -> bool:
+        return self.verdict == "suspicious"
+
+    def best(self, target: int | None = None) -> Found:
+        """The reconstructed trigger of ``target``, or of the most suspicious class."""
+        if target is not None:
+            return next(f for f in self.found if f.target == target)
+        return max(self.found, key=lambda f: f.flip_rate)
+
+    def as_dict(self) -> dict:
+        return {"verdict": self.verdict, "suspected_class": self.suspected_class,
+                "threshold": self.threshold, "classes": self.classes,
+                "evidence": self.evidence, "provider": self.provider}
+
+
+def scan(model_path, clean: Dataset, output: str | None = None, device: str = "auto",
+         probe: int = PROBE, evidence: bool = True) -> ScanResult:
+    proto = load_model(model_path).proto
+    model_input(proto)
+    name = score_output(proto, output)
+    runner = open_runner(proto, device)
+    probe_x = clean.head(probe).x
+    found = search(runner, name, probe_x)
+    top = max(found, key=lambda f: f.flip_rate)
+    suspicious = top.flip_rate >= ALARM
+    classes = [{"class": f.target, "suspicion": round(f.flip_rate, 4),
+                "trigger": f.trigger.source,
+                "family": f.params["family"],
+                "params": json.loads(json.dumps(f.params))} for f in found]
+    layers = []
+    if evidence:
+        layers = [row.as_dict() for row in
+                  profile(proto, probe_x, top.trigger.apply(probe_x), probe, device)
+                  if row.key_of]
+    return ScanResult("suspicious" if suspicious else "clean",
+                      top.target if suspicious else None, ALARM, classes, layers,
+                      runner.provider, found)

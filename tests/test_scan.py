@@ -1,0 +1,72 @@
+"""Scan and trigger-agnostic repair on real fixtures: right target, no false alarm."""
+import json
+
+import pytest
+from click.testing import CliRunner
+from conftest import FIXTURES, card
+from onnx_bdfix_cli.main import main
+
+from onnx_bdfix.agnostic import agnostic_repair
+from onnx_bdfix.data import load_data
+from onnx_bdfix.graph import load_model, model_input
+from onnx_bdfix.reconstruct import geometry
+from onnx_bdfix.repair import RepairConfig
+from onnx_bdfix.scan import scan
+from onnx_bdfix.triggers import load_trigger
+from onnx_bdfix.verify import evaluate
+
+
+def pool(name, n):
+    spec = model_input(load_model(FIXTURES / name / "model.onnx").proto)
+    return spec, load_data(FIXTURES / name / "clean.npz", spec).head(n)
+
+
+@pytest.mark.parametrize("name", ["sklearn_mlp_badnets", "cnn_badnets", "keras_cnn_blended"])
+def test_scan_names_the_target(name):
+    _, clean = pool(name, 64)
+    result = scan(FIXTURES / name / "model.onnx", clean, device="cpu", evidence=False)
+    assert result.verdict == "suspicious"
+    assert result.suspected_class == card(name)["target_class"]
+
+
+def test_scan_raises_no_alarm_on_the_clean_model():
+    _, clean = pool("cnn_clean", 64)
+    result = scan(FIXTURES / "cnn_clean" / "model.onnx", clean, device="cpu")
+    assert result.verdict == "clean" and result.suspected_class is None
+    assert max(c["suspicion"] for c in result.classes) < 0.6
+    assert result.evidence                               # per-layer figures for the top class
+
+
+def test_scan_exit_codes():
+    cli = CliRunner()
+    base = ["scan", "--clean"]
+    bad = cli.invoke(main, base[:1] + [str(FIXTURES / "sklearn_mlp_badnets" / "model.onnx")]
+                     + base[1:] + [str(FIXTURES / "sklearn_mlp_badnets" / "clean.npz"),
+                                   "--json", "--probe", "48", "--device", "cpu"])
+    assert bad.exit_code == 1, bad.stderr
+    assert json.loads(bad.stdout)["suspected_class"] == 3
+    ok = cli.invoke(main, ["scan", str(FIXTURES / "cnn_clean" / "model.onnx"), "--clean",
+                           str(FIXTURES / "cnn_clean" / "clean.npz"), "--probe", "48"])
+    assert ok.exit_code == 0, ok.stderr
+    assert "verdict: CLEAN" in ok.stdout
+
+
+def test_agnostic_repair_removes_a_patch_backdoor(tmp_path):
+    spec, clean = pool("sklearn_mlp_badnets", 300)
+    report, found = agnostic_repair(FIXTURES / "sklearn_mlp_badnets" / "model.onnx", clean,
+                                    tmp_path / "o.onnx", RepairConfig(device="cpu"))
+    assert found.suspected_class == 3 and report.chosen
+    held_out = load_data(FIXTURES / "sklearn_mlp_badnets" / "eval.npz", spec)
+    trigger = load_trigger(FIXTURES / "sklearn_mlp_badnets" / "trigger.npz", (784,))
+    before = evaluate(FIXTURES / "sklearn_mlp_badnets" / "model.onnx", held_out,
+                      held_out.rows(trigger=trigger), 3, device="cpu").quality
+    after = evaluate(tmp_path / "o.onnx", held_out, held_out.rows(trigger=trigger), 3,
+                     device="cpu").quality
+    assert after.attack_success_rate <= 0.05
+    assert before.clean_accuracy - after.clean_accuracy <= 0.02
+
+
+@pytest.mark.parametrize("shape, layout", [((1, 28, 28), "CHW"), ((28, 28, 3), "HWC"),
+                                           ((784,), "flat")])
+def test_geometry(shape, layout):
+    assert geometry(shape).layout == layout
