@@ -23,7 +23,7 @@ def small_clean(tmp_path, n=60):
     return tmp_path / "clean.npz"
 
 
-@pytest.mark.parametrize("command", ["inspect", "repair", "evaluate", "diff", "demo"])
+@pytest.mark.parametrize("command", ["inspect", "repair", "evaluate", "scan", "diff", "demo"])
 def test_every_command_has_help(cli, command):
     result = cli.invoke(main, [command, "--help"])
     assert result.exit_code == 0
@@ -91,10 +91,23 @@ def test_output_equal_to_input_is_refused(cli, tmp_path):
     assert model.read_bytes() == before
 
 
-def test_missing_trigger_is_usage_error(cli, tmp_path):
+def test_trigger_and_triggered_together_is_usage_error(cli, tmp_path):
     result = cli.invoke(main, ["repair", str(BADNETS / "model.onnx"), "--clean",
-                               str(small_clean(tmp_path)), "-o", str(tmp_path / "o.onnx")])
+                               str(small_clean(tmp_path)), "-o", str(tmp_path / "o.onnx"),
+                               "--trigger", str(BADNETS / "trigger.npz"),
+                               "--triggered", str(BADNETS / "trigger.npz")])
     assert result.exit_code == 2
+
+
+def test_without_a_trigger_repair_says_it_is_trigger_agnostic(cli, tmp_path):
+    sklearn = FIXTURES / "sklearn_mlp_badnets"
+    result = cli.invoke(main, ["repair", str(sklearn / "model.onnx"), "--clean",
+                               str(sklearn / "clean.npz"), "-o", str(tmp_path / "o.onnx"),
+                               "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.stderr
+    assert "trigger-agnostic mode" in result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["config"]["mode"] == "agnostic" and report["target_class"] == 3
 
 
 def test_target_class_out_of_range_is_exit_3(cli):
