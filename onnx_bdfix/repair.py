@@ -27,6 +27,7 @@ from .select import (
     candidate_sets,
     key_divergence,
     output_divergence,
+    unused_key_share,
 )
 from .stats import KeyStats, total
 from .triggers import Trigger
@@ -371,6 +372,7 @@ class Repair:
                 key_divergence(stats) if stats else None,
                 output_divergence(stats, to_matrices(layer, weight_array(proto, layer)))
                 if stats else None,
+                unused_key_share(stats) if stats else None,
                 candidate=layer in involved,
                 chosen=chosen is not None and layer.name in chosen.layers))
         return evidence

@@ -31,6 +31,7 @@ class LayerEvidence:
     bypassed: bool
     key_divergence: float | None   # mean ‖k̃ − k‖² / mean ‖k‖² over the clean samples
     output_divergence: float | None
+    unused_key_share: float | None  # share of key directions clean data leaves (<1 % energy)
     candidate: bool
     chosen: bool = False
 
@@ -65,6 +66,19 @@ def key_divergence(stats: KeyStats) -> float:
     moved = (np.trace(stats.trig_trig, axis1=1, axis2=2).sum()
              - 2 * np.trace(stats.trig_clean, axis1=1, axis2=2).sum() + clean)
     return float(max(moved, 0.0) / clean) if clean > 0 else 0.0
+
+
+def unused_key_share(stats: KeyStats, energy: float = 0.99, max_dim: int = 2048) -> float | None:
+    """1 − (directions holding ``energy`` of the clean key energy) / d, over all groups:
+    where the trigger can hide from clean data. None for keys longer than ``max_dim``."""
+    if stats.clean_clean.shape[-1] > max_dim:
+        return None
+    values = np.sort(np.concatenate([np.linalg.eigvalsh(m) for m in stats.clean_clean]))[::-1]
+    values = np.clip(values, 0, None)
+    if values.sum() <= 0:
+        return None
+    needed = int(np.searchsorted(np.cumsum(values) / values.sum(), energy)) + 1
+    return float(1 - needed / len(values))
 
 
 def output_divergence(stats: KeyStats, weights: np.ndarray) -> float:
