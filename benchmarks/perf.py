@@ -155,16 +155,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", default=str(HERE.parent / "docs" / "performance.md"))
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--keep", action="store_true",
+                        help="Keep the other models' rows from the last run (results.json).")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(Path(args.child), args.batch_size)))
         return
-    results = []
-    for model in args.models.split(","):
+    store = Path(args.out).with_suffix(".json")
+    saved = json.loads(store.read_text()) if args.keep and store.exists() else {}
+    models = args.models.split(",")
+    results = [r for r in saved.get("results", []) if r["model"] not in models]
+    for model in models:
         for n in map(int, args.sizes.split(",")):
             results.append(measure(model, n, args.repeats, args.batch_size))
+            store.write_text(json.dumps({**saved, "results": results}, indent=1))
             print(json.dumps(results[-1]), flush=True)
     scaling = solve_scaling([256, 512, 1024, 2048, 4608])
+    store.write_text(json.dumps({"results": results, "scaling": scaling}, indent=1))
     write(results, scaling, "python benchmarks/perf.py " + " ".join(sys.argv[1:]),
           Path(args.out))
 

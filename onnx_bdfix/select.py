@@ -20,6 +20,7 @@ from .stats import KeyStats
 
 FREE_FLOPS = 2e8            # statistics this cheap per sample are never a reason to skip a layer
 STATS_SHARE = 0.25          # else they may cost at most this share of one forward pass
+STATS_BYTES = 1 << 30       # and their sums (4 folds x 4 float64 d x d matrices) this memory
 
 
 @dataclass
@@ -134,7 +135,8 @@ def affordable(proto: onnx.ModelProto, layers: list[Layer]) -> set[str]:
     forward = sum(counts[l.name] * l.groups * l.key_dim * l.out_dim for l in layers)  # noqa
     budget = max(STATS_SHARE * forward, FREE_FLOPS)
     return {l.name for l in layers  # noqa: E741 - three d x d sums per key
-            if 3 * counts[l.name] * l.groups * l.key_dim ** 2 <= budget}
+            if 3 * counts[l.name] * l.groups * l.key_dim ** 2 <= budget
+            and 16 * 8 * l.groups * l.key_dim ** 2 <= STATS_BYTES}
 
 
 def candidate_sets(proto: onnx.ModelProto, layers: list[Layer], output: str,
