@@ -1,9 +1,11 @@
 """Trigger-agnostic repair: reconstruct the trigger with ONNX Runtime, then repair as if known.
 
-The scan (:mod:`onnx_bdfix.scan`) finds, per class, the strongest small trigger. The class it
-names (or the ``--target-class`` hint) and its trigger go through the known-trigger repair
-unchanged, with one more rule: an edit must keep held-out clean agreement within
-``max_clean_drop``, else the weights are left as they were.
+The scan (:mod:`onnx_bdfix.scan`) finds, per class, the strongest small triggers. The class
+it names (or the ``--target-class`` hint) goes through the known-trigger repair unchanged,
+with its triggers taken in turn (the strongest and up to three runners-up as strong as the
+alarm level, so that the edit learns the backdoor rather than one reconstruction of it), and
+with one more rule: an edit must keep held-out clean agreement within ``max_clean_drop``,
+else the weights are left as they were.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from .collect import Progress
 from .data import Dataset
 from .errors import InputError
 from .repair import Repair, RepairConfig, RepairReport
-from .scan import ScanResult, scan
+from .scan import ALARM, ScanResult, scan
+from .triggers import TriggerSet
 
 
 def agnostic_repair(model_path, clean: Dataset, out_path, config: RepairConfig,
@@ -25,7 +28,9 @@ def agnostic_repair(model_path, clean: Dataset, out_path, config: RepairConfig,
         raise InputError(f"--target-class {hint} is out of range: the model has "
                          f"{len(result.found)} classes (0..{len(result.found) - 1})")
     found = result.best(hint)
+    triggers = found.strong(min(found.flip_rate, ALARM) / 2, most=9)
+    trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)
     settings = replace(config, target_class=found.target, mode="agnostic",
                        max_clean_drop=max_clean_drop)
-    report = Repair(settings, progress).run(model_path, clean, found.trigger, out_path)
+    report = Repair(settings, progress).run(model_path, clean, trigger, out_path)
     return report, result

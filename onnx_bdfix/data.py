@@ -65,11 +65,11 @@ class Rows:
         return (len(self), *self.raw.shape[1:])
 
     def __getitem__(self, rows) -> np.ndarray:
-        picked = self.raw[self.order[rows]] if self.order is not None else self.raw[rows]
-        batch = picked.astype(np.float32)
+        index = self.order[rows] if self.order is not None else np.arange(len(self.raw))[rows]
+        batch = self.raw[index].astype(np.float32)
         if self.scale != 1 or self.offset != 0:
             batch = batch * self.scale + self.offset
-        return self.trigger.apply(batch) if self.trigger is not None else batch
+        return self.trigger.apply(batch, index) if self.trigger is not None else batch
 
 
 @dataclass

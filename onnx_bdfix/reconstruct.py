@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,11 +24,12 @@ from .collect import Runner, scores
 from .errors import DataError
 from .triggers import Trigger
 
-NOISE_SEEDS = (11, 12, 13)
+NOISE_SEEDS = tuple(range(11, 19))
 BLEND_RATIOS = (0.15, 0.25)
 WAVE_FREQUENCIES = (3, 4, 5, 6, 7, 8, 10)
 WAVE_AMPLITUDES = (0.08, 0.15)
 REFINE_STEPS = 40
+RUNNERS_UP = 8
 
 
 @dataclass
@@ -124,11 +125,16 @@ def global_triggers(geo: Geometry, low: float, high: float) -> Iterator[tuple[di
 
 @dataclass
 class Found:
-    """The strongest reconstructed trigger for one class."""
+    """The strongest reconstructed trigger for one class, and the runners-up."""
     target: int
     flip_rate: float       # share of probe samples not already in the class sent there
     params: dict
     trigger: Trigger
+    others: list = field(default_factory=list)   # [(flip rate, Trigger)], strongest first
+
+    def strong(self, level: float, most: int = 4) -> list[Trigger]:
+        """This trigger and the runners-up that reach ``level`` too (at most ``most``)."""
+        return [self.trigger] + [t for rate, t in self.others if rate >= level][:most - 1]
 
 
 def flip_rates(runner: Runner, output: str, probe: np.ndarray, base: np.ndarray,
@@ -163,12 +169,21 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0) -> lis
 
 def _keep_best(best: dict, rates: np.ndarray, params: dict, trigger: Trigger) -> None:
     for cls, rate in enumerate(rates):
-        if cls not in best or rate > best[cls].flip_rate:
+        if cls not in best:
             best[cls] = Found(cls, float(rate), params, trigger)
+        elif rate > best[cls].flip_rate:
+            old = best[cls]
+            best[cls] = Found(cls, float(rate), params, trigger,
+                              [(old.flip_rate, old.trigger)] + old.others[:RUNNERS_UP - 1])
+        elif len(best[cls].others) < RUNNERS_UP or rate > best[cls].others[-1][0]:
+            others = sorted(best[cls].others + [(float(rate), trigger)], key=lambda o: -o[0])
+            best[cls].others = others[:RUNNERS_UP]
 
 
 def _keep_best_found(best: dict, found: "Found") -> None:
-    if found.flip_rate > best[found.target].flip_rate:
+    old = best[found.target]
+    if found.flip_rate > old.flip_rate:
+        found.others = [(old.flip_rate, old.trigger)] + old.others[:RUNNERS_UP - 1]
         best[found.target] = found
 
 

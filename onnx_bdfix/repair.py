@@ -196,8 +196,8 @@ class Repair:
         with clock("load"):
             plan = self._plan(model_path, out_path, clean)
             clean_x = clean.rows(plan.order)
-            triggered_x = clean.rows(plan.order, triggered) if isinstance(triggered, Trigger) \
-                else triggered.rows(plan.order)
+            triggered_x = triggered.rows(plan.order) if isinstance(triggered, Dataset) \
+                else clean.rows(plan.order, triggered)
         with clock("collect"):
             fit = self._collect(plan, clean_x, triggered_x)
         with clock("choose"):

@@ -23,14 +23,37 @@ class Trigger:
     sha256: str
     source: str
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Triggered copies of ``x`` (N, *sample_shape)."""
+    def apply(self, x: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+        """Triggered copies of ``x`` (N, *sample_shape); ``index`` is ignored."""
         if self.kind == "blend":
             mask, pattern = self.arrays["mask"], self.arrays["pattern"]
             return ((1 - mask) * x + mask * pattern).astype(np.float32)
         low = self.arrays.get("clip_min", -np.inf)
         high = self.arrays.get("clip_max", np.inf)
         return np.clip(x + self.arrays["delta"], low, high).astype(np.float32)
+
+
+@dataclass
+class TriggerSet:
+    """Several triggers of one backdoor, taken in turn: sample i gets trigger i mod k."""
+    triggers: list[Trigger]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256("".join(t.sha256 for t in self.triggers).encode()).hexdigest()
+
+    @property
+    def source(self) -> str:
+        return " + ".join(t.source for t in self.triggers)
+
+    def apply(self, x: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+        index = np.arange(len(x)) if index is None else np.asarray(index)
+        out = np.empty(x.shape, np.float32)
+        for turn, trigger in enumerate(self.triggers):
+            rows = index % len(self.triggers) == turn
+            if rows.any():
+                out[rows] = trigger.apply(x[rows])
+        return out
 
 
 def load_trigger(path: str | Path, sample_shape: tuple) -> Trigger:

@@ -68,7 +68,8 @@ def infer_target(clean_pred: np.ndarray, triggered_pred: np.ndarray) -> tuple[in
     flipped = triggered_pred != clean_pred
     counts = np.bincount(triggered_pred[flipped] if flipped.any() else triggered_pred)
     target = int(counts.argmax())
-    return target, float((triggered_pred[clean_pred != target] == target).mean())
+    others = clean_pred != target
+    return target, float((triggered_pred[others] == target).mean()) if others.any() else 0.0
 
 
 @dataclass

@@ -117,3 +117,14 @@ def test_rows_apply_the_trigger_per_batch(tmp_path):
     rows = data.rows(np.arange(5)[::-1], load_trigger(tmp_path / "t.npz", (1, 6, 5)))
     assert rows.shape == (5, 1, 6, 5) and len(rows) == 5
     np.testing.assert_allclose(rows[:2], 0.25)
+
+
+def test_trigger_set_takes_its_triggers_in_turn(tmp_path):
+    from onnx_bdfix.triggers import Trigger, TriggerSet
+    up = Trigger("delta", {"delta": np.float32(1.0)}, "a", "up")
+    down = Trigger("delta", {"delta": np.float32(-1.0)}, "b", "down")
+    both = TriggerSet([up, down])
+    x = np.zeros((4, 2), np.float32)
+    np.testing.assert_allclose(both.apply(x)[:, 0], [1, -1, 1, -1])
+    np.testing.assert_allclose(both.apply(x, np.array([1, 1, 0, 3]))[:, 0], [-1, -1, 1, -1])
+    assert both.source == "up + down" and len(both.sha256) == 64
