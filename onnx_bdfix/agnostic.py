@@ -28,7 +28,7 @@ def agnostic_repair(model_path, clean: Dataset, out_path, config: RepairConfig,
         raise InputError(f"--target-class {hint} is out of range: the model has "
                          f"{len(result.found)} classes (0..{len(result.found) - 1})")
     found = result.best(hint)
-    triggers = found.strong(min(found.flip_rate, ALARM) / 2, most=9)
+    triggers = found.strong(min(found.flip_rate, ALARM), most=4)
     trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)
     settings = replace(config, target_class=found.target, mode="agnostic",
                        max_clean_drop=max_clean_drop)
