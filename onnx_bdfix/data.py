@@ -109,8 +109,27 @@ def load_npz(path: Path, what: str = "data") -> Dataset:
             raise DataError(f"{what} {path}: 'y' must be {len(raw)} integer labels, "
                             f"got {labels.dtype} {labels.shape}")
         labels = labels.astype(np.int64)
-    return Dataset(raw, labels, _digest(path), str(path), float(arrays.get("scale", 1.0)),
-                   float(arrays.get("offset", 0.0)))
+    scale, offset = scale_and_offset(raw, arrays, path, what)
+    return Dataset(raw, labels, _digest(path), str(path), scale, offset)
+
+
+def scale_and_offset(raw: np.ndarray, arrays: dict, path: Path, what: str) -> tuple:
+    """``scale`` and ``offset`` as finite numbers; integer samples must state their scale,
+    since 0..255 pixels fed to a model trained on 0..1 would pass every shape check."""
+    if np.issubdtype(raw.dtype, np.integer) and "scale" not in arrays:
+        raise DataError(f"{what} {path}: 'x' holds integers ({raw.dtype}) and the file has no "
+                        "'scale'; add scale (e.g. 1/255 for pixels a model takes in [0, 1], "
+                        "or 1 for a model that takes raw values) and optionally offset")
+    values = []
+    for key, default in (("scale", 1.0), ("offset", 0.0)):
+        value = np.asarray(arrays.get(key, default))
+        if value.size != 1 or not np.issubdtype(value.dtype, np.number) \
+                or not np.isfinite(value).all():
+            raise DataError(f"{what} {path}: '{key}' must be one finite number, got {value!r}")
+        values.append(float(value.reshape(())))
+    if values[0] == 0:
+        raise DataError(f"{what} {path}: 'scale' is 0; every sample would be the same")
+    return tuple(values)
 
 
 def read_npz_x(path: Path, what: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -169,14 +188,6 @@ def _check_raw(raw: np.ndarray, path: Path, what: str) -> None:
         raise DataError(f"{what} {path}: 'x' must be (N, ...) with N >= 1, got shape {raw.shape}")
     if not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)):
         raise DataError(f"{what} {path}: 'x' has dtype {raw.dtype}; use floats or integers")
-
-
-def as_model_scale(arrays: dict, path: Path, what: str) -> np.ndarray:
-    x = arrays["x"]
-    _check_raw(x, path, what)
-    scale = float(arrays.get("scale", 1.0))
-    offset = float(arrays.get("offset", 0.0))
-    return (x.astype(np.float32) * np.float32(scale) + np.float32(offset)).astype(np.float32)
 
 
 def check_against_input(dataset: Dataset, model_input: InputInfo, what: str) -> None:

@@ -59,10 +59,53 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     if not proto.graph.node:
         raise ModelError(f"{path}: not an ONNX model, or a model with an empty graph")
     _check_versions(proto, path)
+    _check_domains(proto, path)
     external = [t.name for t in ext._get_all_tensors(proto) if ext.uses_external_data(t)]
+    _check_memory(path, proto if external else None)
     if external:
         _load_external_data(proto, path)
     return LoadedModel(proto, path, file_sha256(path), external)
+
+
+# Operator domains ONNX Runtime runs without a custom-operator library.
+RUNTIME_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc",
+                   "ai.onnx.preview.training"}
+# Bytes of memory a repair holds per byte of weights: the model, its exposed copy, the
+# ONNX Runtime session, the edited copy and the written copy.
+MEMORY_PER_WEIGHT_BYTE = 5
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux /proc/meminfo), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_memory(path: Path, proto: onnx.ModelProto | None) -> None:
+    weight_bytes = path.stat().st_size
+    if proto is not None:
+        weight_bytes += sum(int(ext.ExternalDataInfo(t).length or 0)
+                            for t in ext._get_all_tensors(proto) if ext.uses_external_data(t))
+    needed, available = MEMORY_PER_WEIGHT_BYTE * weight_bytes, available_memory()
+    if available is not None and needed > available:
+        raise ModelError(f"{path}: {weight_bytes / 2**30:.2f} GiB of weights; a repair needs "
+                         f"about {needed / 2**30:.1f} GiB of memory and "
+                         f"{available / 2**30:.1f} GiB is available; run it on a larger machine")
+
+
+def _check_domains(proto: onnx.ModelProto, path: Path) -> None:
+    local = {function.domain for function in proto.functions}
+    for node in proto.graph.node:
+        if node.domain not in RUNTIME_DOMAINS and node.domain not in local:
+            raise ModelError(f"{path}: operator {node.op_type!r} of domain {node.domain!r} "
+                             "is not one ONNX Runtime runs without a custom-operator library; "
+                             "re-export the model with standard ONNX operators")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -75,6 +118,11 @@ def _check_versions(proto: onnx.ModelProto, path: Path) -> None:
     if default_opsets and default_opsets[0] < MIN_OPSET:
         raise ModelError(f"{path}: opset {default_opsets[0]} is older than {MIN_OPSET}; "
                          "convert it with onnx.version_converter first")
+    newest = onnx.defs.onnx_opset_version()
+    if default_opsets and default_opsets[0] > newest:
+        raise ModelError(f"{path}: opset {default_opsets[0]} is newer than this onnx package "
+                         f"supports ({newest}); upgrade onnx and onnxruntime, or export the "
+                         "model at an older opset")
     if proto.ir_version > onnx.IR_VERSION:
         raise ModelError(f"{path}: IR version {proto.ir_version} is newer than this onnx "
                          f"package supports ({onnx.IR_VERSION}); upgrade onnx")
@@ -116,6 +164,7 @@ def save_model(proto: onnx.ModelProto, out_path: str | os.PathLike,
         raise OutputPathError(f"{out_path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise OutputPathError(f"{out_path}: folder {folder} is not writable")
+    check_writable(folder, out_path)
     proto = _copy_proto(proto)
     written: list[tuple[Path, Path]] = []
     placed: list[Path] = []
@@ -131,15 +180,29 @@ def save_model(proto: onnx.ModelProto, out_path: str | os.PathLike,
             check(temp_model)
         os.replace(temp_model, out_path)
         placed.append(out_path)
-    except BaseException:
+    except BaseException as exc:
         for path in placed:
             path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputPathError(f"{out_path}: cannot write ({exc.strerror or exc})") from exc
         raise
     finally:
         for temp, _ in written:
             if temp.exists():
                 temp.unlink()
     return placed
+
+
+def check_writable(folder: Path, out_path: Path) -> None:
+    """Create and remove a temporary file in ``folder``: permissions alone do not tell (a
+    read-only file system, or root on a folder that refuses writes)."""
+    try:
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".bdfix-", suffix=".tmp")
+        os.close(handle)
+        os.unlink(name)
+    except OSError as exc:
+        raise OutputPathError(f"{out_path}: folder {folder} is not writable "
+                              f"({exc.strerror or exc})") from exc
 
 
 def _copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:

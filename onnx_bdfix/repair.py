@@ -16,7 +16,15 @@ from .collect import Progress, collect_statistics, open_runner, scores
 from .data import Dataset, Rows
 from .edit import Anchor, combined, edited_model
 from .errors import DataError, InputError, ModelError, OutputPathError
-from .graph import LoadedModel, has_bypass, load_model, model_input, save_model, score_output
+from .graph import (
+    LoadedModel,
+    check_writable,
+    has_bypass,
+    load_model,
+    model_input,
+    save_model,
+    score_output,
+)
 from .heldout import HeldOut
 from .layers import Layer, find_layers, to_matrices, weight_array
 from .patch import set_provenance
@@ -396,6 +404,10 @@ def _check_paths(model_path: Path, out_path: Path) -> None:
         raise OutputPathError(f"{out_path}: the output must not overwrite the input model")
     if out_path.is_dir():
         raise OutputPathError(f"{out_path}: is a folder; give a file name for the output")
+    folder = out_path.resolve().parent
+    if not folder.is_dir():
+        raise OutputPathError(f"{out_path}: folder {folder} does not exist")
+    check_writable(folder, out_path)
 
 
 def _reason(chosen: CandidateResult | None, results: list[CandidateResult],

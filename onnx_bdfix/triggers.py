@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Dataset, all_finite, read_npz, read_npz_x
+from .data import Dataset, all_finite, read_npz, read_npz_x, scale_and_offset
 from .errors import DataError, TriggerError
 
 
@@ -111,5 +111,8 @@ def load_triggered(path: str | Path, clean: Dataset) -> Dataset:
     if not all_finite(raw):
         raise TriggerError(f"triggered data {path}: 'x' holds NaN or Inf values")
     from .graph import file_sha256
-    return Dataset(raw, clean.y, file_sha256(path), str(path),
-                   float(arrays.get("scale", 1.0)), float(arrays.get("offset", 0.0)))
+    try:
+        scale, offset = scale_and_offset(raw, arrays, path, "triggered data")
+    except DataError as exc:
+        raise TriggerError(str(exc)) from exc
+    return Dataset(raw, clean.y, file_sha256(path), str(path), scale, offset)
