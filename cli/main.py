@@ -1,6 +1,7 @@
-"""onnx-bdfix command line: inspect, repair, evaluate, demo.
+"""onnx-bdfix command line: inspect, repair, evaluate, scan, gate, diff, demo.
 
-Exit codes: 0 ok; 2 usage; 3 the model, data, trigger, device or output path cannot be used;
+Exit codes: 0 ok; 1 scan found a backdoor or a gate check failed; 2 usage; 3 the model,
+data, trigger, device or output path cannot be used;
 4 internal error (a bug: rerun with --debug and report it).
 """
 from __future__ import annotations
@@ -305,7 +306,10 @@ def evaluate(model, data, trigger, triggered_data, target_class, output_name, as
     images = read_image_options(size, layout, scale, mean, std)
     spec, dataset = load_inputs(model, data, images, "data")
     if trigger:
-        triggered_x = dataset.rows(trigger=load_trigger(trigger, tuple(spec.sample_shape)))
+        loaded_trigger = load_trigger(trigger, tuple(spec.sample_shape))
+        triggered_x = dataset.rows(trigger=loaded_trigger)
+        if target_class is None:
+            target_class = loaded_trigger.target_class
     else:
         triggered_x = load_triggered(triggered_data, dataset).rows()
     result = evaluate_model(model, dataset, triggered_x, target_class, output_name, device,
@@ -350,6 +354,106 @@ def scan(model, clean, as_json, probe, output_name, device, size, layout, scale,
         click.echo(f"verdict: {result.verdict.upper()} (alarm at {result.threshold:.0%} of "
                    f"probe samples sent to one class)")
     sys.exit(1 if result.suspicious else 0)
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--data", required=True, type=click.Path(),
+              help="Evaluation samples: .npz (x[, y]) or a folder of images.")
+@click.option("--trigger", type=click.Path(), help="Trigger .npz: mask+pattern, or delta.")
+@click.option("--triggered-data", type=click.Path(),
+              help="Triggered copies of the data (.npz, same order).")
+@click.option("--target-class", type=int, default=None,
+              help="Backdoor target class (default: the model's worst class).")
+@click.option("--max-asr", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Largest attack success rate that passes.")
+@click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None,
+              help="Smallest clean accuracy that passes (needs labels).")
+@click.option("--reference", type=click.Path(),
+              help="Reference model (e.g. the last release, or the original before repair).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None,
+              help="With --reference: largest accuracy drop against it that passes "
+                   "[default: 0.02].")
+@click.option("--scan", "run_scan", is_flag=True,
+              help="Also run the label-free backdoor scan; an alarm fails the gate.")
+@click.option("--clean", type=click.Path(),
+              help="With --scan: clean samples to scan with (default: --data).")
+@click.option("--junit", type=click.Path(), help="Write JUnit XML here.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON (docs/gate.md) on stdout; the verdict line "
+                   "goes to stderr.")
+@click.option("--html", "html_path", type=click.Path(),
+              help="Write a one-page HTML report here (needs onnx-bdfix[report]).")
+@output_option
+@device_option
+@batch_option
+@image_options
+@handles_errors
+def gate(model, data, trigger, triggered_data, target_class, max_asr, min_accuracy, reference,
+         max_accuracy_drop, run_scan, clean, junit, as_json, html_path, output_name, device,
+         batch_size, size, layout, scale, mean, std):
+    """Release gate: check MODEL's accuracy, attack success rate, drop against a reference,
+    scan verdict and structure. Ends with PASSED or FAILED; exit 0 pass, 1 a check failed,
+    2 usage, 3 the model or data cannot be used."""
+    from onnx_bdfix.gate import GateOptions, run_gate
+    from onnx_bdfix.gate_report import check_report_path, html_report, junit_xml, write_file
+    from onnx_bdfix.triggers import load_trigger, load_triggered
+    if trigger and triggered_data:
+        raise click.UsageError("give at most one of --trigger T.npz or --triggered-data F.npz")
+    if max_accuracy_drop is not None and not reference:
+        raise click.UsageError("--max-accuracy-drop needs --reference REF.onnx")
+    if clean and not run_scan:
+        raise click.UsageError("--clean is the scan's data: give it with --scan")
+    inputs = [model, data, trigger, triggered_data, reference, clean]
+    for report_path in (junit, html_path):
+        if report_path:
+            check_report_path(report_path, inputs)
+    images = read_image_options(size, layout, scale, mean, std)
+    spec, dataset = load_inputs(model, data, images, "data")
+    triggered, trigger_info, target_source = None, None, "given"
+    if trigger:
+        loaded_trigger = load_trigger(trigger, tuple(spec.sample_shape))
+        triggered = dataset.rows(trigger=loaded_trigger)
+        trigger_info = {"path": trigger, "sha256": loaded_trigger.sha256,
+                        "kind": loaded_trigger.kind}
+        if target_class is None and loaded_trigger.target_class is not None:
+            target_class, target_source = loaded_trigger.target_class, \
+                "given in the trigger file"
+    elif triggered_data:
+        copies = load_triggered(triggered_data, dataset)
+        triggered = copies.rows()
+        trigger_info = {"path": triggered_data, "sha256": copies.sha256, "kind": "copies"}
+    scan_data = load_inputs(model, clean, images, "clean data")[1] if clean else None
+    options = GateOptions(max_asr=max_asr, min_accuracy=min_accuracy, reference=reference,
+                          scan=run_scan, target_class=target_class,
+                          target_class_source=target_source, output=output_name,
+                          device=device, batch_size=batch_size, activations=bool(html_path))
+    if max_accuracy_drop is not None:
+        options.max_accuracy_drop = max_accuracy_drop
+    result = run_gate(model, dataset, triggered, options, trigger_info, scan_data,
+                      progress_printer())
+    if junit:
+        write_file(junit, junit_xml(result))
+    if html_path:
+        write_file(html_path, html_report(result).encode())
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        click.echo(result.summary(), err=True)
+    else:
+        print_gate(result)
+    sys.exit(0 if result.passed else 1)
+
+
+def print_gate(result) -> None:
+    def cell(value):
+        return "" if value is None else f"{value:.4g}"
+    click.echo(f"gate: {result.model.path} on {result.data['path']} "
+               f"({result.data['samples']} samples, {result.provider})")
+    click.echo(f"{'check':20} {'status':8} {'value':>8} {'limit':>8}  detail")
+    for check in result.checks:
+        click.echo(f"{check.name:20} {check.status.upper():8} {cell(check.value):>8} "
+                   f"{cell(check.limit):>8}  {check.message}")
+    click.echo(result.summary())
 
 
 @main.command()

@@ -35,5 +35,9 @@ class OutputPathError(InputError):
     """The output file cannot be written where it was asked for."""
 
 
+class MissingDependencyError(InputError):
+    """An optional feature needs a package that is not installed (an extra)."""
+
+
 class InternalError(BdfixError):
     """A check inside onnx-bdfix failed: a bug, to be reported with the --debug output."""

@@ -201,6 +201,8 @@ class Repair:
         """``triggered``: the trigger, or the triggered copies of ``clean``'s samples in the
         same order. Samples are read a batch at a time; nothing holds all of them as floats."""
         clock, cfg = Clock(), self.config
+        self._declared = (cfg.target_class, "given") if cfg.target_class is not None else \
+            (getattr(triggered, "target_class", None), "given in the trigger file")
         with clock("load"):
             plan = self._plan(model_path, out_path, clean)
             clean_x = clean.rows(plan.order)
@@ -245,7 +247,7 @@ class Repair:
         for the target guessed from the first batch (a second pass only if the guess was wrong).
         """
         cfg, proto = self.config, plan.loaded.proto
-        guess = TargetGuess(cfg.target_class)
+        guess = TargetGuess(self._declared[0])
         folds = len(plan.bounds) - 1
         collected = collect_statistics(proto, plan.involved, clean_x, triggered_x, plan.bounds,
                                        plan.output, cfg.device, cfg.batch_size, self.progress,
@@ -325,11 +327,12 @@ class Repair:
     def _target(self, reference: np.ndarray, collected) -> tuple[int, str]:
         n_classes = collected.clean_scores.shape[1]
         triggered_pred = collected.triggered_scores.argmax(1)
-        if self.config.target_class is not None:
-            if not 0 <= self.config.target_class < n_classes:
-                raise InputError(f"--target-class {self.config.target_class} is out of range: "
+        declared, source = self._declared
+        if declared is not None:
+            if not 0 <= declared < n_classes:
+                raise InputError(f"target class {declared} ({source}) is out of range: "
                                  f"the model has {n_classes} classes (0..{n_classes - 1})")
-            return self.config.target_class, "given"
+            return declared, source
         target, share = infer_target(reference, triggered_pred)
         log.info("target class %d: %.0f%% of triggered samples go there", target, 100 * share)
         return target, f"read off the model: {share:.0%} of triggered non-target samples"

@@ -3,6 +3,9 @@
 - blend:  x' = (1 − mask)·x + mask·pattern      (``mask`` and ``pattern``; BadNets, Blended)
 - delta:  x' = clip(x + delta, clip_min, clip_max)   (``delta``; SIG-like)
 - or triggered copies of the samples, in the same order (warps, sample-specific triggers).
+
+A trigger file may also say which class it sends samples to (``target_class``, one integer);
+repair, evaluate and gate use it unless ``--target-class`` is given.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ class Trigger:
     arrays: dict[str, np.ndarray]   # each broadcastable to one sample
     sha256: str
     source: str
+    target_class: int | None = None     # the class it sends samples to, when the file says
 
     def apply(self, x: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
         """Triggered copies of ``x`` (N, *sample_shape); ``index`` is ignored."""
@@ -62,9 +66,14 @@ def load_trigger(path: str | Path, sample_shape: tuple) -> Trigger:
     if not path.is_file():
         raise TriggerError(f"trigger {path}: no such file")
     try:
-        arrays = {k: v.astype(np.float32) for k, v in read_npz(path, "trigger").items()}
+        stored = read_npz(path, "trigger")
     except DataError as exc:
         raise TriggerError(str(exc)) from exc
+    target = _declared_target(path, stored.pop("target_class", None))
+    try:
+        arrays = {k: v.astype(np.float32) for k, v in stored.items()}
+    except (TypeError, ValueError) as exc:
+        raise TriggerError(f"trigger {path}: arrays must hold numbers ({exc})") from exc
     if "mask" in arrays and "pattern" in arrays:
         kind, used = "blend", ("mask", "pattern")
     elif "delta" in arrays:
@@ -78,7 +87,17 @@ def load_trigger(path: str | Path, sample_shape: tuple) -> Trigger:
     if kind == "blend" and (arrays["mask"].min() < 0 or arrays["mask"].max() > 1):
         raise TriggerError(f"trigger {path}: 'mask' must lie in [0, 1]")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Trigger(kind, arrays, digest, str(path))
+    return Trigger(kind, arrays, digest, str(path), target)
+
+
+def _declared_target(path: Path, value: np.ndarray | None) -> int | None:
+    """The optional ``target_class`` of a trigger file: one non-negative integer."""
+    if value is None:
+        return None
+    if value.size != 1 or not np.issubdtype(value.dtype, np.integer) or int(value) < 0:
+        raise TriggerError(f"trigger {path}: 'target_class' must be one non-negative integer, "
+                           f"got {value!r}")
+    return int(value.reshape(()))
 
 
 def _check_array(path: Path, name: str, array: np.ndarray, sample_shape: tuple) -> None:

@@ -12,7 +12,6 @@ import pytest
 from click.testing import CliRunner
 from conftest import FIXTURES, init, make_model, mlp, tensor_info
 from onnx import helper
-
 from onnx_bdfix_cli.main import main
 
 BADNETS = FIXTURES / "cnn_badnets"
