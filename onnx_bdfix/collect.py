@@ -132,10 +132,15 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray
     stats = {layer.name: [] for layer in layers}
     marked = {layer.name: [] for layer in layers} if mark else None
     clean_scores, triggered_scores = [], []
-    kept = {name: [] for name in key_names} if keep_per_fold and with_triggered else None
+    # a Gemm with transA reads its input batch-last: such tensors are not kept (the held-out
+    # scoring then runs the whole model)
+    batch_last = {layer.key_tensor for layer in layers
+                  if layer.op == "Gemm" and layer.attrs.get("transA", 0)}
+    kept_names = [name for name in key_names if name not in batch_last]
+    kept = {name: [] for name in kept_names} if keep_per_fold and with_triggered else None
     kept_rows = []
     for fold in range(len(fold_bounds) - 1):
-        fold_kept = {name: ([], []) for name in key_names}
+        fold_kept = {name: ([], []) for name in kept_names}
         fold_stats = {layer.name: KeyStats(layer.groups, layer.key_dim, with_triggered)
                       for layer in layers}
         fold_marked = {layer.name: KeyStats(layer.groups, layer.key_dim, False)
@@ -154,7 +159,7 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray
             _accumulate(layers, values, size, with_triggered, fold_stats, fold_marked, chosen)
             if kept is not None and part.start < keep_per_fold:
                 take = min(size, keep_per_fold - part.start)
-                for name in key_names:
+                for name in kept_names:
                     fold_kept[name][0].append(values[name][:take])
                     fold_kept[name][1].append(values[name][size:size + take])
             if progress:
@@ -162,7 +167,7 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray
         if kept is not None:
             count = min(keep_per_fold, fold_bounds[fold + 1] - fold_bounds[fold])
             kept_rows.append(np.arange(fold_bounds[fold], fold_bounds[fold] + count))
-            for name in key_names:
+            for name in kept_names:
                 kept[name].append(tuple(np.concatenate(p) for p in fold_kept[name]))
         for layer in layers:
             stats[layer.name].append(fold_stats[layer.name])

@@ -29,7 +29,8 @@ def patched(proto: onnx.ModelProto, layers: dict[str, Layer], weights: dict[str,
     for layer_name, weight in weights.items():
         layer = layers[layer_name]
         if len(users.get(layer.weight, [])) > 1:
-            _give_own_copy(result, layer, weight)
+            dtype = numpy_helper.to_array(by_name[layer.weight]).dtype
+            _give_own_copy(result, layer, weight.astype(dtype))
         else:
             _replace(by_name[layer.weight], weight)
     for layer_name, bias in (biases or {}).items():
