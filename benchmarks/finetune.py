@@ -99,6 +99,7 @@ def bdfix(model_path: Path, clean, trigger, work: Path) -> tuple[float, Path]:
 
 def fixture_run(n: int, epochs: int) -> dict:
     import torch
+
     from onnx_bdfix.data import load_data
     from onnx_bdfix.graph import load_model, model_input
     from onnx_bdfix.triggers import load_trigger
@@ -128,6 +129,7 @@ def fixture_run(n: int, epochs: int) -> dict:
 
 def resnet_run(epochs: int, n: int = 1000, timed_epochs: int = 2) -> dict:
     from models import resnet18
+
     from onnx_bdfix.data import Dataset
     from onnx_bdfix.triggers import Trigger
     proto = resnet18()

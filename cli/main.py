@@ -183,7 +183,7 @@ def activation_profile(model, clean_path, trigger_path, probe, device, images) -
     probe_x = clean.head(probe).x
     triggered = None
     if trigger_path:
-        triggered = load_trigger(trigger_path, tuple(spec.sample_shape)).apply(probe_x)
+        triggered = load_trigger(trigger_path, clean.raw.shape[1:]).apply(probe_x)
     rows = profile(load_model(model).proto, probe_x, triggered, probe, device)
     return [row.as_dict() for row in rows]
 
@@ -252,7 +252,7 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
                    f"{found.best(result.target_class).trigger.source!r} into class "
                    f"{result.target_class}")
     else:
-        triggered_data = load_trigger(trigger, tuple(spec.sample_shape)) if trigger \
+        triggered_data = load_trigger(trigger, clean_data.raw.shape[1:]) if trigger \
             else load_triggered(triggered, clean_data)
         result = Repair(config, progress_printer()).run(model, clean_data, triggered_data, out)
     if report:
@@ -306,7 +306,7 @@ def evaluate(model, data, trigger, triggered_data, target_class, output_name, as
     images = read_image_options(size, layout, scale, mean, std)
     spec, dataset = load_inputs(model, data, images, "data")
     if trigger:
-        loaded_trigger = load_trigger(trigger, tuple(spec.sample_shape))
+        loaded_trigger = load_trigger(trigger, dataset.raw.shape[1:])
         triggered_x = dataset.rows(trigger=loaded_trigger)
         if target_class is None:
             target_class = loaded_trigger.target_class
@@ -412,7 +412,7 @@ def gate(model, data, trigger, triggered_data, target_class, max_asr, min_accura
     spec, dataset = load_inputs(model, data, images, "data")
     triggered, trigger_info, target_source = None, None, "given"
     if trigger:
-        loaded_trigger = load_trigger(trigger, tuple(spec.sample_shape))
+        loaded_trigger = load_trigger(trigger, dataset.raw.shape[1:])
         triggered = dataset.rows(trigger=loaded_trigger)
         trigger_info = {"path": trigger, "sha256": loaded_trigger.sha256,
                         "kind": loaded_trigger.kind}

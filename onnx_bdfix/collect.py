@@ -89,10 +89,22 @@ def scores(runner: Runner, x: np.ndarray, output: str, batch_size: int,
     """Class scores (N, classes) as float32, streamed in batches."""
     parts = []
     for part in batch_slices(len(x), batch_size):
-        parts.append(np.asarray(runner.run(x[part], [output])[0], dtype=np.float32))
+        parts.append(per_sample(runner.run(x[part], [output])[0], part.stop - part.start,
+                                output))
         if progress:
             progress(stage, part.stop, len(x))
     return np.concatenate(parts).reshape(len(x), -1)
+
+
+def per_sample(value: np.ndarray, rows: int, name: str) -> np.ndarray:
+    """``value`` as (rows, classes) float32 scores, or a clear error."""
+    value = np.asarray(value)
+    if value.ndim < 1 or len(value) != rows or value.size == 0 or \
+            not np.issubdtype(value.dtype, np.number):
+        raise ModelError(f"output {name!r} gives {value.dtype} {value.shape} for a batch of "
+                         f"{rows}; class scores must be (batch, classes): name the right "
+                         "output with --output")
+    return value.astype(np.float32).reshape(rows, -1)
 
 
 @dataclass
@@ -151,7 +163,8 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray
                 np.concatenate([clean_x[rows], triggered_x[rows]])
             values = dict(zip(wanted, runner.run(batch, wanted)))
             size = rows.stop - rows.start
-            scores_pair = _split_scores(values[output], size, with_triggered)
+            scores_pair = _split_scores(per_sample(values[output], len(batch), output), size,
+                                        with_triggered)
             clean_scores.append(scores_pair[0])
             if with_triggered:
                 triggered_scores.append(scores_pair[1])

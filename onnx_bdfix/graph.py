@@ -64,7 +64,23 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     _check_memory(path, proto if external else None)
     if external:
         _load_external_data(proto, path)
+    _check_valid(proto, path)
     return LoadedModel(proto, path, file_sha256(path), external)
+
+
+def _check_valid(proto: onnx.ModelProto, path: Path) -> None:
+    """onnx.checker on the model as read: what it refuses, nothing downstream may see."""
+    if not all(isinstance(text, str) for text in _names(proto)):
+        raise ModelError(f"{path}: names in the graph are not valid UTF-8 text; the file is "
+                         "corrupted or was not written by an ONNX exporter")
+    try:
+        if proto.ByteSize() < onnx.checker.MAXIMUM_PROTOBUF:
+            onnx.checker.check_model(proto)
+        else:
+            onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise ModelError(f"{path}: not a valid ONNX model ({_first_line(exc)}); "
+                         "re-export it, or check it with onnx.checker") from exc
 
 
 # Operator domains ONNX Runtime runs without a custom-operator library.
@@ -108,6 +124,19 @@ def _check_domains(proto: onnx.ModelProto, path: Path) -> None:
                              "re-export the model with standard ONNX operators")
 
 
+def _names(proto: onnx.ModelProto):
+    """Every name and type string of the graph (protobuf gives bytes for invalid UTF-8)."""
+    graph = proto.graph
+    for node in graph.node:
+        yield from (node.name, node.op_type, node.domain, *node.input, *node.output)
+        yield from (attribute.name for attribute in node.attribute)
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        yield value.name
+    for prop in proto.metadata_props:
+        yield from (prop.key, prop.value)
+    yield from (opset.domain for opset in proto.opset_import)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -123,6 +152,9 @@ def _check_versions(proto: onnx.ModelProto, path: Path) -> None:
         raise ModelError(f"{path}: opset {default_opsets[0]} is newer than this onnx package "
                          f"supports ({newest}); upgrade onnx and onnxruntime, or export the "
                          "model at an older opset")
+    if proto.ir_version < 3:
+        raise ModelError(f"{path}: IR version {proto.ir_version} is older than 3; "
+                         "re-export the model")
     if proto.ir_version > onnx.IR_VERSION:
         raise ModelError(f"{path}: IR version {proto.ir_version} is newer than this onnx "
                          f"package supports ({onnx.IR_VERSION}); upgrade onnx")

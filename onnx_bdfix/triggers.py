@@ -70,10 +70,10 @@ def load_trigger(path: str | Path, sample_shape: tuple) -> Trigger:
     except DataError as exc:
         raise TriggerError(str(exc)) from exc
     target = _declared_target(path, stored.pop("target_class", None))
-    try:
-        arrays = {k: v.astype(np.float32) for k, v in stored.items()}
-    except (TypeError, ValueError) as exc:
-        raise TriggerError(f"trigger {path}: arrays must hold numbers ({exc})") from exc
+    for name, value in stored.items():
+        if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+            raise TriggerError(f"trigger {path}: '{name}' has dtype {value.dtype}; use floats")
+    arrays = {k: v.astype(np.float32) for k, v in stored.items()}
     if "mask" in arrays and "pattern" in arrays:
         kind, used = "blend", ("mask", "pattern")
     elif "delta" in arrays:
@@ -86,6 +86,8 @@ def load_trigger(path: str | Path, sample_shape: tuple) -> Trigger:
         _check_array(path, name, array, tuple(sample_shape))
     if kind == "blend" and (arrays["mask"].min() < 0 or arrays["mask"].max() > 1):
         raise TriggerError(f"trigger {path}: 'mask' must lie in [0, 1]")
+    if float(arrays.get("clip_min", -np.inf)) > float(arrays.get("clip_max", np.inf)):
+        raise TriggerError(f"trigger {path}: 'clip_min' is above 'clip_max'")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Trigger(kind, arrays, digest, str(path), target)
 
@@ -104,6 +106,9 @@ def _check_array(path: Path, name: str, array: np.ndarray, sample_shape: tuple) 
     if not np.isfinite(array).all():
         raise TriggerError(f"trigger {path}: '{name}' holds NaN or Inf")
     if name.startswith("clip_"):
+        if array.size != 1:
+            raise TriggerError(f"trigger {path}: '{name}' must be one number, got shape "
+                               f"{array.shape}")
         return
     try:
         fits = np.broadcast_shapes(array.shape, sample_shape) == sample_shape

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import BACKDOORED, FIXTURES, ROOT, card, init, make_model, tensor_info
 from onnx import helper
+from onnx_bdfix_cli.main import main
 
 from onnx_bdfix.gate import (
     FAILED,
@@ -21,7 +22,6 @@ from onnx_bdfix.gate import (
     settle_target,
     structure_check,
 )
-from onnx_bdfix_cli.main import main
 
 SCHEMA = json.loads((ROOT / "docs" / "gate.schema.json").read_text())
 

@@ -14,7 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from conftest import init, tensor_info
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from onnx_bdfix.data import Dataset
 from onnx_bdfix.diff import diff_models
