@@ -103,6 +103,33 @@ def image_options(command):
     return command
 
 
+def evaluation_data_options(command):
+    """--data, and the trigger as a file or as triggered copies."""
+    for option in reversed([
+        click.option("--data", required=True, type=click.Path(),
+                     help="Evaluation samples: .npz (x[, y]) or a folder of images."),
+        click.option("--trigger", type=click.Path(),
+                     help="Trigger .npz: mask+pattern, or delta [, target_class]."),
+        click.option("--triggered-data", type=click.Path(),
+                     help="Triggered copies of the data (.npz, same order).")]):
+        command = option(command)
+    return command
+
+
+def read_triggered(dataset, trigger, triggered_data):
+    """(triggered rows or None, {path, sha256, kind} or None, the trigger file's target)."""
+    from onnx_bdfix.triggers import load_trigger, load_triggered
+    if trigger:
+        loaded = load_trigger(trigger, dataset.raw.shape[1:])
+        return dataset.rows(trigger=loaded), {"path": trigger, "sha256": loaded.sha256,
+                                              "kind": loaded.kind}, loaded.target_class
+    if triggered_data:
+        copies = load_triggered(triggered_data, dataset)
+        return copies.rows(), {"path": triggered_data, "sha256": copies.sha256,
+                               "kind": "copies"}, None
+    return None, None, None
+
+
 def read_image_options(size, layout, scale, mean, std):
     from onnx_bdfix.data import ImageOptions
     try:
@@ -283,11 +310,7 @@ def quality_table(before: dict, after: dict) -> str:
 
 @main.command()
 @click.argument("model", type=click.Path())
-@click.option("--data", required=True, type=click.Path(),
-              help="Evaluation samples: .npz (x[, y]) or a folder of images.")
-@click.option("--trigger", type=click.Path(), help="Trigger .npz: mask+pattern, or delta.")
-@click.option("--triggered-data", type=click.Path(),
-              help="Triggered copies of the data (.npz, same order).")
+@evaluation_data_options
 @click.option("--target-class", type=int, default=None,
               help="Backdoor target class (default: read off the model).")
 @output_option
@@ -299,19 +322,13 @@ def quality_table(before: dict, after: dict) -> str:
 def evaluate(model, data, trigger, triggered_data, target_class, output_name, as_json, device,
              batch_size, size, layout, scale, mean, std):
     """Clean accuracy, attack success rate and target-class accuracy of MODEL."""
-    from onnx_bdfix.triggers import load_trigger, load_triggered
     from onnx_bdfix.verify import evaluate as evaluate_model
     if bool(trigger) == bool(triggered_data):
         raise click.UsageError("give exactly one of --trigger T.npz or --triggered-data F.npz")
     images = read_image_options(size, layout, scale, mean, std)
-    spec, dataset = load_inputs(model, data, images, "data")
-    if trigger:
-        loaded_trigger = load_trigger(trigger, dataset.raw.shape[1:])
-        triggered_x = dataset.rows(trigger=loaded_trigger)
-        if target_class is None:
-            target_class = loaded_trigger.target_class
-    else:
-        triggered_x = load_triggered(triggered_data, dataset).rows()
+    _, dataset = load_inputs(model, data, images, "data")
+    triggered_x, _, declared = read_triggered(dataset, trigger, triggered_data)
+    target_class = declared if target_class is None else target_class
     result = evaluate_model(model, dataset, triggered_x, target_class, output_name, device,
                             batch_size, progress_printer())
     if as_json:
@@ -358,13 +375,9 @@ def scan(model, clean, as_json, probe, output_name, device, size, layout, scale,
 
 @main.command()
 @click.argument("model", type=click.Path())
-@click.option("--data", required=True, type=click.Path(),
-              help="Evaluation samples: .npz (x[, y]) or a folder of images.")
-@click.option("--trigger", type=click.Path(), help="Trigger .npz: mask+pattern, or delta.")
-@click.option("--triggered-data", type=click.Path(),
-              help="Triggered copies of the data (.npz, same order).")
+@evaluation_data_options
 @click.option("--target-class", type=int, default=None,
-              help="Backdoor target class (default: the model's worst class).")
+              help="Backdoor target class (default: the trigger file's, else inferred).")
 @click.option("--max-asr", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="Largest attack success rate that passes.")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None,
@@ -397,7 +410,6 @@ def gate(model, data, trigger, triggered_data, target_class, max_asr, min_accura
     2 usage, 3 the model or data cannot be used."""
     from onnx_bdfix.gate import GateOptions, run_gate
     from onnx_bdfix.gate_report import check_report_path, html_report, junit_xml, write_file
-    from onnx_bdfix.triggers import load_trigger, load_triggered
     if trigger and triggered_data:
         raise click.UsageError("give at most one of --trigger T.npz or --triggered-data F.npz")
     if max_accuracy_drop is not None and not reference:
@@ -410,19 +422,10 @@ def gate(model, data, trigger, triggered_data, target_class, max_asr, min_accura
             check_report_path(report_path, inputs)
     images = read_image_options(size, layout, scale, mean, std)
     spec, dataset = load_inputs(model, data, images, "data")
-    triggered, trigger_info, target_source = None, None, "given"
-    if trigger:
-        loaded_trigger = load_trigger(trigger, dataset.raw.shape[1:])
-        triggered = dataset.rows(trigger=loaded_trigger)
-        trigger_info = {"path": trigger, "sha256": loaded_trigger.sha256,
-                        "kind": loaded_trigger.kind}
-        if target_class is None and loaded_trigger.target_class is not None:
-            target_class, target_source = loaded_trigger.target_class, \
-                "given in the trigger file"
-    elif triggered_data:
-        copies = load_triggered(triggered_data, dataset)
-        triggered = copies.rows()
-        trigger_info = {"path": triggered_data, "sha256": copies.sha256, "kind": "copies"}
+    triggered, trigger_info, declared = read_triggered(dataset, trigger, triggered_data)
+    target_source = "given"
+    if target_class is None and declared is not None:
+        target_class, target_source = declared, "given in the trigger file"
     scan_data = load_inputs(model, clean, images, "clean data")[1] if clean else None
     options = GateOptions(max_asr=max_asr, min_accuracy=min_accuracy, reference=reference,
                           scan=run_scan, target_class=target_class,
