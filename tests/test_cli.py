@@ -162,3 +162,27 @@ def test_diff_of_different_models_shows_the_structure(cli):
                                str(FIXTURES / "resnet_sig" / "model.onnx")])
     assert result.exit_code == 0, result.stderr
     assert "structure:" in result.stdout and "the structure differs" in result.stdout
+
+
+def test_repairing_twice_gives_the_same_bytes_and_report(cli, tmp_path):
+    sklearn = FIXTURES / "sklearn_mlp_badnets"
+    reports = []
+    for name in ("a", "b"):
+        result = cli.invoke(main, ["repair", str(sklearn / "model.onnx"), "--clean",
+                                   str(small_clean_of(sklearn, tmp_path)), "--trigger",
+                                   str(sklearn / "trigger.npz"), "-o",
+                                   str(tmp_path / f"{name}.onnx"), "--report",
+                                   str(tmp_path / f"{name}.json"), "--device", "cpu"])
+        assert result.exit_code == 0, result.stderr
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        report.pop("timings")
+        report.pop("output_model")
+        reports.append(report)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    assert reports[0] == reports[1]
+
+
+def small_clean_of(folder, tmp_path, n=100):
+    with np.load(folder / "clean.npz") as pool:
+        np.savez(tmp_path / "clean.npz", x=pool["x"][:n], scale=pool["scale"])
+    return tmp_path / "clean.npz"

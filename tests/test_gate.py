@@ -186,3 +186,10 @@ def test_structure_check_fails_on_a_changed_graph(tmp_path):
 def test_gate_options_defaults_match_the_documented_ones():
     options = GateOptions()
     assert (options.max_asr, options.max_accuracy_drop) == (0.05, 0.02)
+
+
+def test_same_inputs_give_the_same_report_apart_from_timings():
+    args = fixture_args("sklearn_mlp_badnets") + ["--json"]
+    first, second = json.loads(gate(*args)[1]), json.loads(gate(*args)[1])
+    assert first.pop("timings") and second.pop("timings")
+    assert first == second
