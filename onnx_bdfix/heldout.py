@@ -52,12 +52,12 @@ class HeldOut:
         return tail if needed <= set(key_tensors) else None
 
     def scores(self, edited: onnx.ModelProto, key_tensors: tuple[str, ...],
-               fold: int) -> tuple[np.ndarray, np.ndarray]:
-        """Clean and triggered scores of the kept rows of ``fold`` under ``edited``, which is
-        the tail (when :meth:`tail` gave one) or the whole model."""
+               fold: int, whole: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Clean and triggered scores of the kept rows of ``fold`` under ``edited``: the
+        whole edited model (``whole``), or the tail that :meth:`tail` gave, edited."""
         runner = open_runner(edited, self.device)
         rows = self.rows[fold]
-        if len(graph_inputs(edited)) == 1 and graph_inputs(edited)[0].name not in key_tensors:
+        if whole:
             return (scores(runner, self.clean_x[rows], self.output, self.batch_size),
                     scores(runner, self.triggered_x[rows], self.output, self.batch_size))
         return tuple(self._run_tail(runner, key_tensors, fold, part) for part in (0, 1))

@@ -38,7 +38,7 @@ from .select import (
     unused_key_share,
 )
 from .stats import KeyStats, total
-from .triggers import Trigger
+from .triggers import Trigger, TriggerSet
 from .verify import full_check, infer_target, parity, quality
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,8 @@ class Repair:
         with clock("load"):
             plan = self._plan(model_path, out_path, clean)
             clean_x = clean.rows(plan.order)
+            if isinstance(triggered, TriggerSet):
+                triggered = triggered.by_fold(plan.order, plan.bounds)
             triggered_x = triggered.rows(plan.order) if isinstance(triggered, Dataset) \
                 else clean.rows(plan.order, triggered)
         with clock("collect"):
@@ -356,13 +358,16 @@ class Repair:
         """Fit on all folds but one, score the held-out one on the tail after the edited
         layers; then the repair step's target-logit anchor."""
         cut = tuple(dict.fromkeys(layer.key_tensor for layer in layers))
-        base = fit.held_out.tail(cut) or fit.proto
+        base = fit.held_out.tail(cut)
+        if base is None or not {layer.weight for layer in layers} <= \
+                {init.name for init in base.graph.initializer}:
+            base = fit.proto          # layers in sequence: the tail lost the earlier ones
         rows = np.concatenate(fit.held_out.rows)
         before = fit.collected.clean_scores[rows]                       # (kept, classes)
         clean_parts, triggered_parts = [], []
         for fold in range(len(fit.bounds) - 1):
             edited = edited_model(base, layers, fit.stats(layers, leave_out=fold), strength)
-            clean, triggered = fit.held_out.scores(edited, cut, fold)
+            clean, triggered = fit.held_out.scores(edited, cut, fold, base is fit.proto)
             clean_parts.append(clean)
             triggered_parts.append(triggered)
         held_clean, held_triggered = np.concatenate(clean_parts), np.concatenate(triggered_parts)

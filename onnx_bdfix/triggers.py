@@ -39,8 +39,20 @@ class Trigger:
 
 @dataclass
 class TriggerSet:
-    """Several triggers of one backdoor, taken in turn: sample i gets trigger i mod k."""
+    """Several triggers of one backdoor, taken in turn: sample i gets trigger i mod k, or
+    ``turns[i]`` when set (see :meth:`by_fold`)."""
     triggers: list[Trigger]
+    turns: np.ndarray | None = None      # (N,) trigger number of each sample
+
+    def by_fold(self, order: np.ndarray, bounds: list[int]) -> "TriggerSet":
+        """The same triggers, sample ``order[p]`` in fold f getting trigger f mod k: with as
+        many triggers as folds, each fold's held-out samples carry a trigger the other folds
+        never saw, so cross-validation measures how an edit carries over to new instances
+        of the backdoor's trigger."""
+        turns = np.zeros(len(order), np.int64)
+        for fold in range(len(bounds) - 1):
+            turns[order[bounds[fold]:bounds[fold + 1]]] = fold % len(self.triggers)
+        return TriggerSet(self.triggers, turns)
 
     @property
     def sha256(self) -> str:
@@ -52,9 +64,10 @@ class TriggerSet:
 
     def apply(self, x: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
         index = np.arange(len(x)) if index is None else np.asarray(index)
+        turn_of = index % len(self.triggers) if self.turns is None else self.turns[index]
         out = np.empty(x.shape, np.float32)
         for turn, trigger in enumerate(self.triggers):
-            rows = index % len(self.triggers) == turn
+            rows = turn_of == turn
             if rows.any():
                 out[rows] = trigger.apply(x[rows])
         return out

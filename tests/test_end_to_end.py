@@ -92,3 +92,11 @@ def test_named_layer_and_no_repair_step(tmp_path):
                                       layers=["/head/head.3/Gemm"], repair_step=False)
     assert report.chosen == ["/head/head.3/Gemm"]
     assert after.attack_success_rate <= 0.05
+
+
+def test_named_layers_in_sequence(tmp_path):
+    """Two layers one after the other: held-out scoring runs the whole edited model."""
+    report, _, after = repair_fixture("cnn_badnets", tmp_path / "out.onnx",
+                                      layers=["/head/head.1/Gemm", "/head/head.3/Gemm"])
+    assert report.chosen == ["/head/head.1/Gemm", "/head/head.3/Gemm"]
+    assert after.attack_success_rate <= 0.05
