@@ -2,21 +2,44 @@
 
 The scan (:mod:`onnx_bdfix.scan`) finds, per class, the strongest small triggers. The class
 it names (or the ``--target-class`` hint) goes through the known-trigger repair unchanged,
-with its triggers taken in turn (the strongest and up to three runners-up as strong as the
-alarm level, so that the edit learns the backdoor rather than one reconstruction of it), and
-with one more rule: an edit must keep held-out clean agreement within ``max_clean_drop``,
-else the weights are left as they were.
+with its triggers taken in turn, one per cross-validation fold: the strongest and up to three
+runners-up as strong as the alarm level; for a blend, the first is the strongest pattern
+refined toward the backdoor. Each fold's held-out samples carry a reconstruction the other
+folds never saw, so the layer and strength are chosen for how the edit carries over to new
+instances of the trigger, not to the ones it was fitted on. One more rule: an edit must keep
+held-out clean agreement within ``max_clean_drop``, else the weights are left as they were.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
-from .collect import Progress
+import numpy as np
+
+from .collect import Progress, open_runner
 from .data import Dataset
 from .errors import InputError
+from .graph import load_model, score_output
+from .reconstruct import Found, refine_blend
 from .repair import Repair, RepairConfig, RepairReport
-from .scan import ALARM, ScanResult, scan
-from .triggers import TriggerSet
+from .scan import ALARM, PROBE, ScanResult, scan
+from .triggers import Trigger, TriggerSet
+
+
+def _refined(model_path, clean: Dataset, config: RepairConfig, found: Found,
+             triggers: list[Trigger], level: float) -> list[Trigger]:
+    """Blends with their patterns refined toward the backdoor (reconstruct.py)."""
+    proto = load_model(model_path).proto
+    runner = open_runner(proto, config.device)
+    probe, output = clean.head(PROBE).x, score_output(proto, config.output)
+    return [refine_blend(runner, output, probe, trigger, found.target, level, seed)
+            if _whole_image_blend(trigger) else trigger
+            for seed, trigger in enumerate(triggers)]
+
+
+def _whole_image_blend(trigger: Trigger) -> bool:
+    mask = trigger.arrays.get("mask")
+    return trigger.kind == "blend" and mask is not None and float(np.min(mask)) > 0 \
+        and float(np.ptp(mask)) == 0
 
 
 def agnostic_repair(model_path, clean: Dataset, out_path, config: RepairConfig,
@@ -28,7 +51,11 @@ def agnostic_repair(model_path, clean: Dataset, out_path, config: RepairConfig,
         raise InputError(f"--target-class {hint} is out of range: the model has "
                          f"{len(result.found)} classes (0..{len(result.found) - 1})")
     found = result.best(hint)
-    triggers = found.strong(min(found.flip_rate, ALARM), most=4)
+    folds = config.folds                 # one reconstruction per cross-validation fold
+    level = min(found.flip_rate, ALARM)
+    triggers = found.strong(level, most=folds)
+    if found.params["family"] == "blend":
+        triggers = _refined(model_path, clean, config, found, triggers, level)
     trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)
     settings = replace(config, target_class=found.target, mode="agnostic",
                        max_clean_drop=max_clean_drop)

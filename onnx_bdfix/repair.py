@@ -134,10 +134,12 @@ class Fit:
     anchor_layer: Layer | None
     held_out: "HeldOut"
 
-    def stats(self, layers: list[Layer], leave_out: int | None = None) -> dict[str, KeyStats]:
+    def stats(self, layers: list[Layer], leave_out: int | None = None,
+              target_weight: float | None = None) -> dict[str, KeyStats]:
+        weight = self.target_weight if target_weight is None else target_weight
         return {layer.name: combined(self.collected.stats[layer.name],
                                      self.target_stats[layer.name] if self.target_stats
-                                     else None, self.target_weight, leave_out)
+                                     else None, weight, leave_out)
                 for layer in layers}
 
 
@@ -213,8 +215,9 @@ class Repair:
         with clock("collect"):
             fit = self._collect(plan, clean_x, triggered_x)
         with clock("choose"):
-            results = [self._cross_validate(fit, [plan.by_name[n] for n in names], strength)
-                       for strength in self._strengths() for names in plan.sets]
+            results = [result for strength in self._strengths(fit) for names in plan.sets
+                       for result in self._cross_validate(fit, [plan.by_name[n] for n in names],
+                                                          strength)]
             chosen = best(results, cfg.max_clean_drop, sum(map(len, fit.held_out.rows)))
         with clock("solve_patch"):
             repaired = self._repaired(plan, fit, chosen)
@@ -279,7 +282,8 @@ class Repair:
         layers = [plan.by_name[name] for name in chosen.layers]
         anchor = Anchor(fit.anchor_layer, fit.target, chosen.target_offset) \
             if fit.anchor_layer else None
-        return edited_model(plan.loaded.proto, layers, fit.stats(layers),
+        return edited_model(plan.loaded.proto, layers, fit.stats(layers, None,
+                                                                 chosen.target_weight),
                             (chosen.alpha, chosen.eps, self.config.overshoot), anchor)
 
     def _verify_and_save(self, plan: "Plan", fit: Fit, repaired: onnx.ModelProto, out_path):
@@ -307,7 +311,9 @@ class Repair:
             chosen=list(chosen.layers) if chosen else [],
             choice_reason=_reason(chosen, results, cfg),
             chosen_figures=chosen.as_dict() if chosen else {},
-            repair_step={"enabled": cfg.repair_step, "target_key_weight": fit.target_weight,
+            repair_step={"enabled": cfg.repair_step,
+                         "target_key_weight": chosen.target_weight if chosen
+                         else fit.target_weight,
                          "target_samples": int((fit.reference == fit.target).sum()),
                          "anchor_layer": fit.anchor_layer.name if fit.anchor_layer else None,
                          "target_logit_offset": chosen.target_offset if chosen else 0.0},
@@ -320,11 +326,19 @@ class Repair:
             timings=timings, config=asdict(cfg))
 
     # -- steps ------------------------------------------------------------------------
-    def _strengths(self) -> list[tuple[float, float, float]]:
-        """(alpha, eps) pairs to cross-validate: the given values, or the grids."""
-        alphas = [self.config.alpha] if self.config.alpha is not None else self.config.alpha_grid
-        epses = [self.config.eps] if self.config.eps is not None else self.config.eps_grid
-        return [(alpha, eps, self.config.overshoot) for alpha in alphas for eps in epses]
+    def _strengths(self, fit: Fit) -> list[tuple[float, float, float, float]]:
+        """(alpha, eps, overshoot, target-key weight) to cross-validate: the given values, or
+        the grids. With a reconstructed trigger the target-class keys' weight is chosen too,
+        between 1 and the usual n_classes: an edit that must carry over to unseen instances of
+        the trigger may need the target class's own features, which that weight reserves."""
+        cfg = self.config
+        alphas = [cfg.alpha] if cfg.alpha is not None else cfg.alpha_grid
+        epses = [cfg.eps] if cfg.eps is not None else cfg.eps_grid
+        weights = [fit.target_weight]
+        if cfg.mode == "agnostic" and cfg.target_weight is None and fit.target_stats:
+            weights = [fit.target_weight, 1.0]
+        return [(alpha, eps, cfg.overshoot, weight) for weight in weights for alpha in alphas
+                for eps in epses]
 
     def _target(self, reference: np.ndarray, collected) -> tuple[int, str]:
         n_classes = collected.clean_scores.shape[1]
@@ -354,7 +368,8 @@ class Repair:
         return again.stats
 
     def _cross_validate(self, fit: Fit, layers: list[Layer],
-                        strength: tuple[float, float, float]) -> CandidateResult:
+                        strength: tuple[float, float, float, float]
+                        ) -> list[CandidateResult]:
         """Fit on all folds but one, score the held-out one on the tail after the edited
         layers; then the repair step's target-logit anchor."""
         cut = tuple(dict.fromkeys(layer.key_tensor for layer in layers))
@@ -366,17 +381,22 @@ class Repair:
         before = fit.collected.clean_scores[rows]                       # (kept, classes)
         clean_parts, triggered_parts = [], []
         for fold in range(len(fit.bounds) - 1):
-            edited = edited_model(base, layers, fit.stats(layers, leave_out=fold), strength)
+            edited = edited_model(base, layers, fit.stats(layers, fold, strength[3]),
+                                  strength[:3])
             clean, triggered = fit.held_out.scores(edited, cut, fold, base is fit.proto)
             clean_parts.append(clean)
             triggered_parts.append(triggered)
         held_clean, held_triggered = np.concatenate(clean_parts), np.concatenate(triggered_parts)
-        offset = 0.0
+        offsets = [0.0]
         if fit.anchor_layer is not None:
-            offset = target_offset(before, held_clean, fit.target)
-        figures = held_out_figures(before, held_clean, held_triggered, fit.target, offset)
-        return CandidateResult(tuple(layer.name for layer in layers), *strength[:2],
-                               target_offset=offset, **figures)
+            offsets = [target_offset(before, held_clean, fit.target)]
+            if self.config.mode == "agnostic" and offsets[0] > 0:
+                offsets.append(0.0)   # the anchor may lift unseen triggers back: score both
+        return [CandidateResult(tuple(layer.name for layer in layers), *strength[:2],
+                                target_weight=strength[3], target_offset=offset,
+                                **held_out_figures(before, held_clean, held_triggered,
+                                                   fit.target, offset))
+                for offset in offsets]
 
     def _evidence(self, proto, layers, involved, collected, output, chosen):
         evidence = []

@@ -45,13 +45,17 @@ class TriggerSet:
     turns: np.ndarray | None = None      # (N,) trigger number of each sample
 
     def by_fold(self, order: np.ndarray, bounds: list[int]) -> "TriggerSet":
-        """The same triggers, sample ``order[p]`` in fold f getting trigger f mod k: with as
-        many triggers as folds, each fold's held-out samples carry a trigger the other folds
-        never saw, so cross-validation measures how an edit carries over to new instances
-        of the backdoor's trigger."""
+        """The same triggers dealt out by fold: fold f's samples take, in turn, triggers
+        f, f + folds, f + 2·folds, ... (trigger f mod k when there are fewer triggers than
+        folds). With at least as many triggers as folds, each fold's held-out samples carry
+        triggers the other folds never saw, so cross-validation measures how an edit carries
+        over to new instances of the backdoor's trigger."""
+        folds, count = len(bounds) - 1, len(self.triggers)
         turns = np.zeros(len(order), np.int64)
-        for fold in range(len(bounds) - 1):
-            turns[order[bounds[fold]:bounds[fold + 1]]] = fold % len(self.triggers)
+        for fold in range(folds):
+            own = np.arange(fold % count, count, folds) if fold < count else [fold % count]
+            rows = order[bounds[fold]:bounds[fold + 1]]
+            turns[rows] = np.resize(own, len(rows))      # the fold's triggers, in turn
         return TriggerSet(self.triggers, turns)
 
     @property
