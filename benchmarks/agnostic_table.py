@@ -47,11 +47,13 @@ def row(folder: Path, n: int) -> str:
     named = "none" if found.suspected_class is None else str(found.suspected_class)
     top = max(c["suspicion"] for c in found.classes)
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
+    tca = lambda q: "n/a" if q.target_class_accuracy is None else \
+        pct(q.target_class_accuracy)  # noqa: E731
     return (f"| {folder.name} | {n} | {truth} | {found.verdict} ({named}, {pct(top)} %) | "
             f"{', '.join(report.chosen) or 'no edit'} | "
             f"{pct(before.clean_accuracy)} → {pct(after.clean_accuracy)} | "
             f"{pct(before.attack_success_rate)} → {pct(after.attack_success_rate)} | "
-            f"{seconds:.0f} |")
+            f"{tca(before)} → {tca(after)} | {seconds:.0f} |")
 
 
 def main() -> None:
@@ -59,8 +61,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,300,500")
     args = parser.parse_args()
     print("| fixture | clean samples | true target | scan (named, top suspicion) | "
-          "layers edited | CA before → after | ASR before → after | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+          "layers edited | CA before → after | ASR before → after | "
+          "target-class acc. before → after | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for folder in sorted(p for p in FIXTURES.iterdir() if (p / "card.json").exists()):
         for n in map(int, args.sizes.split(",")):
             print(row(folder, n), flush=True)

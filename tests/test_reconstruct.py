@@ -1,0 +1,63 @@
+"""Pieces of the trigger reconstruction: the blend refinement, the weakest ratio, the
+dealing of reconstructions over folds, the exact clean bound."""
+import numpy as np
+import pytest
+from conftest import init, make_model, tensor_info
+from onnx import helper
+
+from onnx_bdfix.collect import open_runner
+from onnx_bdfix.reconstruct import blend, geometry, refine_blend, weakest_ratio
+from onnx_bdfix.select import within_bound
+from onnx_bdfix.triggers import TriggerSet
+
+
+def pattern_detector(weights: np.ndarray):
+    """(N, 1, 8, 8) -> class 1 fires on inputs that correlate with ``weights``."""
+    w = np.stack([np.zeros(64), weights.reshape(-1)]).astype(np.float32)      # (2, 64)
+    model = make_model([helper.make_node("Flatten", ["x"], ["f"]),
+                        helper.make_node("Gemm", ["f", "w", "b"], ["logits"], transB=1)],
+                       [tensor_info("x", ["N", 1, 8, 8])], [tensor_info("logits", ["N", 2])],
+                       [init("w", w), init("b", np.array([0.0, -2.0], np.float32))])
+    return open_runner(model, "cpu")
+
+
+def test_refinement_moves_a_noise_pattern_toward_what_the_model_answers_to():
+    rng = np.random.default_rng(0)
+    weights = np.sign(rng.normal(size=(8, 8)))
+    runner = pattern_detector(weights)
+    probe = rng.uniform(0.4, 0.6, size=(32, 1, 8, 8)).astype(np.float32)
+    probe[0, 0, 0, 0], probe[1, 0, 0, 0] = 0.0, 1.0                       # the value range
+    geo = geometry((1, 8, 8))
+    start = rng.uniform(0, 1, size=(8, 8))
+    found = blend(geo, np.full((8, 8), 0.5), start, "noise blend 0.5")
+    refined = refine_blend(runner, "logits", probe, found, target=1, level=0.9)
+    pattern = refined.arrays["pattern"].reshape(8, 8)
+
+    def agreement(p):
+        return float(np.corrcoef(p.reshape(-1), weights.reshape(-1))[0, 1])
+    assert agreement(pattern) > agreement(start) + 0.3
+    assert float(refined.arrays["mask"].max()) <= 0.5
+
+
+def test_weakest_ratio_bisects_to_the_threshold():
+    assert weakest_ratio(lambda r: float(r >= 0.1), 0.4, 0.9, steps=12) == pytest.approx(0.1,
+                                                                                     abs=1e-3)
+    assert weakest_ratio(lambda r: 0.0, 0.4, 0.9) == 0.4          # never reaches: unchanged
+
+
+def test_reconstructions_are_dealt_one_set_per_fold():
+    order = np.random.default_rng(0).permutation(20)
+    bounds = [0, 5, 10, 15, 20]
+    dealt = TriggerSet(list("abcdefgh")).by_fold(order, bounds)
+    for fold in range(4):
+        turns = set(dealt.turns[order[bounds[fold]:bounds[fold + 1]]].tolist())
+        assert turns == {fold, fold + 4}                       # no fold shares a trigger
+    fewer = TriggerSet(list("ab")).by_fold(order, bounds)
+    assert set(fewer.turns.tolist()) == {0, 1}
+
+
+def test_exact_binomial_clean_bound():
+    # 100 samples at a 1 % bound: 3 changed is not significant, 4 is (P = 0.079, 0.018)
+    assert within_bound(3, 100, 0.01) and not within_bound(4, 100, 0.01)
+    assert within_bound(10, 500, 0.01) and not within_bound(11, 500, 0.01)
+    assert within_bound(0, 100, 0.0) and not within_bound(1, 100, 0.0)
