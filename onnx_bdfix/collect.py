@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from .errors import DeviceError, ModelError
+from .graph import is_large, write_for_runtime
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ class Runner:
     provider: str
     input_name: str
     input_dtype: np.dtype
+    workdir: object = None        # the model's files, for models over 2 GiB (kept alive here)
 
     def run(self, batch: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
         feed = {self.input_name: batch.astype(self.input_dtype, copy=False)}
@@ -63,9 +67,14 @@ def open_runner(model: onnx.ModelProto | bytes, device: str = "auto",
     options.graph_optimization_level = {
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
-    payload = model if isinstance(model, bytes) else model.SerializeToString()
+    workdir = None
+    if isinstance(model, bytes) or not is_large(model):
+        source = model if isinstance(model, bytes) else model.SerializeToString()
+    else:                    # over 2 GiB: ONNX Runtime reads it from a file and its weights
+        workdir = tempfile.TemporaryDirectory(prefix="bdfix-ort-")
+        source = str(write_for_runtime(model, Path(workdir.name)))
     try:
-        session = ort.InferenceSession(payload, options, providers=providers_for(device))
+        session = ort.InferenceSession(source, options, providers=providers_for(device))
     except DeviceError:
         raise
     except Exception as exc:  # onnxruntime raises several unrelated types when loading
@@ -76,7 +85,7 @@ def open_runner(model: onnx.ModelProto | bytes, device: str = "auto",
                           "cuDNN libraries); use --device cpu")
     model_input = session.get_inputs()[0]
     dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
-    return Runner(session, provider, model_input.name, np.dtype(dtype))
+    return Runner(session, provider, model_input.name, np.dtype(dtype), workdir)
 
 
 def batch_slices(n: int, batch_size: int) -> Iterator[slice]:

@@ -134,6 +134,7 @@ def scale_and_offset(raw: np.ndarray, arrays: dict, path: Path, what: str) -> tu
 
 def read_npz_x(path: Path, what: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``x`` (memory-mapped when the archive stores it uncompressed) and the small arrays."""
+    check_unpacked_size(path, what, mapped="x.npy")
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = archive.files
@@ -151,11 +152,45 @@ def read_npz_x(path: Path, what: str) -> tuple[np.ndarray, dict[str, np.ndarray]
 
 
 def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    check_unpacked_size(path, what)
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{what} {path}: not a readable .npz file ({exc})") from exc
+
+
+def check_unpacked_size(path: Path, what: str, mapped: str = "") -> None:
+    """Refuse an archive whose arrays would not fit in memory once unpacked (a compressed
+    file can claim any size), before reading any of them. ``mapped``: a member read through
+    a memory map when stored uncompressed, which never needs the memory."""
+    from .graph import available_memory
+    try:
+        needed = sum(_member_bytes(path, info) for info in _members(path)
+                     if not (info.filename == mapped and info.compress_type == zipfile.ZIP_STORED))
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+        return                               # unreadable: np.load says so in a moment
+    available = available_memory()
+    if available is not None and needed > available:
+        raise DataError(f"{what} {path}: its arrays unpack to {needed / 2**30:.1f} GiB and "
+                        f"{available / 2**30:.1f} GiB of memory is available; store x "
+                        "uncompressed (np.savez) to read it a batch at a time, or use fewer "
+                        "samples")
+
+
+def _members(path: Path) -> list[zipfile.ZipInfo]:
+    with zipfile.ZipFile(path) as archive:
+        return archive.infolist()
+
+
+def _member_bytes(path: Path, info: zipfile.ZipInfo) -> int:
+    """The size of one .npy member once unpacked, read off its header alone."""
+    with zipfile.ZipFile(path) as archive, archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+            else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+    return int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
 
 
 def _mapped_member(path: Path, member: str) -> np.ndarray | None:

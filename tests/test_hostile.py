@@ -301,3 +301,16 @@ def test_every_command_refuses_a_hostile_model(work, command):
             "gate": [model, *data, "--junit", work / "out" / "gate.xml"],
             "diff": [work / "in" / "model.onnx", model]}[command]
     refused([command, *args], work, "outside the model's folder")
+
+
+def test_compressed_data_that_would_not_fit_in_memory(work):
+    """A deflated member whose header claims 3 PB: refused from the header, nothing read."""
+    import io
+    import zipfile
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (10**12, 1, 28, 28)})
+    bomb = work / "in" / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + bytes(4096))
+    refused(repair_args(work, clean=bomb), work, "unpack to .* GiB")

@@ -261,3 +261,22 @@ def test_depthwise_conv_is_edited_within_its_reach(backdoor, tmp_path):
     assert report.parity["agreement"] >= 0.9
     assert figures["after"][1] <= figures["before"][1]
     assert diff_models(original, repaired).weights_only
+
+
+def test_the_over_2gib_path_tested_small(backdoor, tmp_path, monkeypatch):
+    """Models over 2 GiB cannot be serialized: ONNX Runtime gets them as a file with the
+    weights beside it, shape inference runs on a skeleton. Lowering the limit sends this
+    small model down that path (benchmarks/large_model.py runs a real one over 2 GiB)."""
+    import onnx_bdfix.graph as graph
+    monkeypatch.setattr(graph, "LARGE", 1000)
+    monkeypatch.setattr(graph, "SKELETON_BYTES", 100)
+    written = []
+    real = graph.write_for_runtime
+    monkeypatch.setattr("onnx_bdfix.collect.write_for_runtime",
+                        lambda proto, folder: written.append(folder) or real(proto, folder))
+    model = several_outputs(backdoor[0])
+    report, figures, original, repaired = repair_and_measure(model, backdoor, tmp_path,
+                                                             external=True)
+    assert written                                   # ONNX Runtime read files, not bytes
+    assert_repaired(figures)
+    assert diff_models(original, repaired).weights_only
