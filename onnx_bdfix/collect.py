@@ -113,7 +113,12 @@ def per_sample(value: np.ndarray, rows: int, name: str) -> np.ndarray:
         raise ModelError(f"output {name!r} gives {value.dtype} {value.shape} for a batch of "
                          f"{rows}; class scores must be (batch, classes): name the right "
                          "output with --output")
-    return value.astype(np.float32).reshape(rows, -1)
+    value = value.astype(np.float32).reshape(rows, -1)
+    if value.shape[1] < 2:
+        raise ModelError(f"output {name!r} gives one score per sample; onnx-bdfix needs one "
+                         "score per class (for a binary model with a single sigmoid, expose "
+                         "the two-class scores, or name them with --output)")
+    return value
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import __version__
 from .collect import open_runner, scores
-from .data import Dataset, Rows
+from .data import Dataset, Rows, check_against_input
 from .errors import DataError, InputError
 from .graph import LoadedModel, load_model, model_input, score_output
 
@@ -139,8 +139,10 @@ def run_gate(model_path, data: Dataset, triggered: Rows | None, options: GateOpt
     figures, provider = measure(loaded, data, triggered, options, progress)
     reference = None
     if options.reference:
-        reference = measure(load_model(options.reference), data, triggered, options,
-                            progress)[0]
+        loaded_reference = load_model(options.reference)
+        check_against_input(data, model_input(loaded_reference.proto),
+                            f"data (for --reference {options.reference})")
+        reference = measure(loaded_reference, data, triggered, options, progress)[0]
         if triggered is not None and options.target_class is None:
             settle_target(figures, reference)
     checks = [accuracy_check(figures, options), asr_check(figures, triggered, options)]

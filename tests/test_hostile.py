@@ -314,3 +314,17 @@ def test_compressed_data_that_would_not_fit_in_memory(work):
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("x.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + bytes(4096))
     refused(repair_args(work, clean=bomb), work, "unpack to .* GiB")
+
+
+def test_a_single_score_output_is_refused(work):
+    model = make_model([helper.make_node("Gemm", ["x", "w", "b"], ["z"], transB=1),
+                        helper.make_node("Sigmoid", ["z"], ["p"])],
+                       [tensor_info("x", ["N", 12])], [tensor_info("p", ["N", 1])],
+                       [init("w", np.ones((1, 12), np.float32)),
+                        init("b", np.zeros(1, np.float32))])
+    rng = np.random.default_rng(0)
+    np.savez(work / "in" / "flat.npz", x=rng.normal(size=(40, 12)).astype(np.float32))
+    np.savez(work / "in" / "flat_trigger.npz", delta=np.ones(12, np.float32))
+    refused(repair_args(work, model=write_model(work, model), clean=work / "in" / "flat.npz",
+                        trigger=work / "in" / "flat_trigger.npz") + ["--output", "p"], work,
+            "one score per sample")
