@@ -43,7 +43,10 @@ class ModelDiff:
 
 
 def diff_models(path_a, path_b) -> ModelDiff:
-    a, b = load_model(path_a).proto, load_model(path_b).proto
+    return diff_protos(load_model(path_a).proto, load_model(path_b).proto)
+
+
+def diff_protos(a: onnx.ModelProto, b: onnx.ModelProto) -> ModelDiff:
     result = ModelDiff()
     result.structure = _structure(a, b)
     result.initializers = _initializers(a, b)

@@ -137,7 +137,7 @@ def run_gate(model_path, data: Dataset, triggered: Rows | None, options: GateOpt
                         "(or give an image folder with one subfolder per class)")
     loaded = load_model(model_path)
     figures, provider = measure(loaded, data, triggered, options, progress)
-    reference = None
+    reference = loaded_reference = None
     if options.reference:
         loaded_reference = load_model(options.reference)
         check_against_input(data, model_input(loaded_reference.proto),
@@ -149,7 +149,7 @@ def run_gate(model_path, data: Dataset, triggered: Rows | None, options: GateOpt
     result = GateResult(checks, figures, reference, _data_info(data), trigger_info, options,
                         provider)
     if reference is not None:
-        _against_reference(result)
+        _against_reference(result, loaded_reference.proto, loaded.proto)
     if options.scan:
         result.checks.append(_scan_check(result, model_path, scan_data or data))
     if options.activations:
@@ -297,18 +297,18 @@ def structure_check(diff) -> Check:
                  f"{count} structural differences from the reference, first: {first}")
 
 
-def _against_reference(result: GateResult) -> None:
-    from .diff import diff_models
+def _against_reference(result: GateResult, reference_proto, model_proto) -> None:
+    from .diff import diff_protos
     options, model, reference = result.options, result.model, result.reference
     if len(reference.per_class_accuracy) != len(model.per_class_accuracy):
         raise InputError(f"--reference {options.reference} has "
                          f"{len(reference.per_class_accuracy)} classes, the model "
                          f"{len(model.per_class_accuracy)}; compare like with like")
     result.checks.append(drop_check(model, reference, options.max_accuracy_drop))
-    diff = diff_models(options.reference, model.path)
+    diff = diff_protos(reference_proto, model_proto)
     result.checks.append(structure_check(diff))
     result.diff = diff.as_dict()
-    result.edited_layers = edited_layers(load_model(model.path).proto, diff)
+    result.edited_layers = edited_layers(model_proto, diff)
 
 
 def edited_layers(proto, diff) -> list[str]:
