@@ -1,6 +1,6 @@
 """Scan and trigger-agnostic repair of every fixture at 100, 300 and 500 clean samples.
 
-    python benchmarks/agnostic_table.py [--sizes 100,300,500]
+    python benchmarks/agnostic_table.py [--sizes 100,300,500] [--start K] [--only A,B]
 
 The repair never sees the trigger; the figures score it with the real one, on 3,000 held-out
 test images. Prints a markdown table (docs/agnostic.md holds the last run).
@@ -12,6 +12,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,10 +28,11 @@ from onnx_bdfix.verify import evaluate  # noqa: E402
 FIXTURES = HERE.parent / "fixtures"
 
 
-def row(folder: Path, n: int) -> str:
+def row(folder: Path, n: int, start: int = 0) -> str:
     card = json.loads((folder / "card.json").read_text())
     spec = model_input(load_model(folder / "model.onnx").proto)
-    clean = load_data(folder / "clean.npz", spec).head(n)
+    pool = load_data(folder / "clean.npz", spec)
+    clean = replace(pool, raw=pool.raw[start:start + n], y=None)
     held_out = load_data(folder / "eval.npz", spec)
     trigger = load_trigger(folder / "trigger.npz", tuple(spec.sample_shape))
     target = card["target_class"]
@@ -59,14 +61,20 @@ def row(folder: Path, n: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,300,500")
+    parser.add_argument("--start", type=int, default=0,
+                        help="take the clean samples from this index of the pool on")
+    parser.add_argument("--only", default="", help="comma-separated fixture names")
     args = parser.parse_args()
+    wanted = set(filter(None, args.only.split(",")))
     print("| fixture | clean samples | true target | scan (named, top suspicion) | "
           "layers edited | CA before → after | ASR before → after | "
           "target-class acc. before → after | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")
     for folder in sorted(p for p in FIXTURES.iterdir() if (p / "card.json").exists()):
+        if wanted and folder.name not in wanted:
+            continue
         for n in map(int, args.sizes.split(",")):
-            print(row(folder, n), flush=True)
+            print(row(folder, n, args.start), flush=True)
 
 
 if __name__ == "__main__":

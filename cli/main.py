@@ -192,12 +192,14 @@ def inspect(model, as_json, output_name, activations, trigger, probe, device, si
         click.echo(json.dumps(info, indent=2))
         return
     click.echo(f"model: {model}  (opset {info['opset']}, input {info['input']['name']} "
-               f"{info['input']['shape']}, scores {info['score_output']})")
+               f"{info['input']['shape']}, scores "
+               f"{info['score_output'] or 'not found: name them with --output'})")
     click.echo(f"{'#':>3}  {'layer':40} {'op':6} {'weight':16} {'d':>6} {'m':>5}  bypass  after")
     for index, layer in enumerate(info["layers"]):
         click.echo(f"{index:>3}  {layer['name'][:40]:40} {layer['op']:6} "
                    f"{layer['weight_shape']:16} {layer['key_dim']:>6} {layer['out_dim']:>5}  "
-                   f"{'yes' if layer['bypassed'] else 'no':6}  {layer['followed_by']}")
+                   f"{ {True: 'yes', False: 'no', None: '?'}[layer['bypassed']]:6}  "
+                   f"{layer['followed_by']}")
     if activations:
         print_activations(info["activations"])
 

@@ -1,21 +1,30 @@
 """What ``onnx-bdfix inspect`` shows: the editable layers and how they sit in the graph."""
 from __future__ import annotations
 
+from .errors import ModelError
 from .graph import has_bypass, load_model, model_input, score_output
 from .layers import find_layers
 
 
 def describe_model(path, output: str | None = None) -> dict:
+    """The layers are listed even when no output holds class scores (``score_output`` is
+    then None, and so is each layer's ``bypassed``): repair and evaluate need one, not this."""
     proto = load_model(path).proto
     spec = model_input(proto)
-    scores = score_output(proto, output)
+    try:
+        scores = score_output(proto, output)
+    except ModelError:
+        if output:
+            raise
+        scores = None
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     layers = [{"name": layer.name, "op": layer.op,
                "weight_shape": "x".join(map(str, layer.weight_shape)),
                "weight_dtype": layer.weight_dtype, "key_dim": layer.key_dim,
                "out_dim": layer.out_dim, "groups": layer.groups,
                "followed_by": layer.followed_by, "shared_weight": layer.shared_weight,
-               "bypassed": has_bypass(proto, {layer.node_index}, scores),
+               "bypassed": None if scores is None else
+               has_bypass(proto, {layer.node_index}, scores),
                "key_tensor": layer.key_tensor, "output_tensor": layer.output_tensor}
               for layer in find_layers(proto)]
     return {"opset": opset, "ir_version": proto.ir_version,

@@ -186,3 +186,18 @@ def small_clean_of(folder, tmp_path, n=100):
     with np.load(folder / "clean.npz") as pool:
         np.savez(tmp_path / "clean.npz", x=pool["x"][:n], scale=pool["scale"])
     return tmp_path / "clean.npz"
+
+
+def test_inspect_lists_layers_without_a_class_score_output(cli, tmp_path):
+    from conftest import init, make_model, tensor_info
+    from onnx import helper
+    model = make_model([helper.make_node("Gemm", ["x", "w", "b"], ["z"], transB=1),
+                        helper.make_node("Sigmoid", ["z"], ["p"])],
+                       [tensor_info("x", ["N", 12])], [tensor_info("p", ["N", 1])],
+                       [init("w", np.ones((1, 12), np.float32)),
+                        init("b", np.zeros(1, np.float32))])
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    result = cli.invoke(main, ["inspect", str(tmp_path / "m.onnx"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["score_output"] is None and info["layers"][0]["bypassed"] is None
