@@ -418,6 +418,9 @@ def gate(model, data, trigger, triggered_data, target_class, max_asr, min_accura
         raise click.UsageError("--max-accuracy-drop needs --reference REF.onnx")
     if clean and not run_scan:
         raise click.UsageError("--clean is the scan's data: give it with --scan")
+    if not (trigger or triggered_data or min_accuracy is not None or reference or run_scan):
+        raise click.UsageError("nothing to check: give a trigger (--trigger or "
+                               "--triggered-data), --min-accuracy, --reference or --scan")
     inputs = [model, data, trigger, triggered_data, reference, clean]
     for report_path in (junit, html_path):
         if report_path:

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .errors import DeviceError, ModelError
+from .errors import DataError, DeviceError, ModelError
 from .graph import is_large, write_for_runtime
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,19 @@ def scores(runner: Runner, x: np.ndarray, output: str, batch_size: int,
     return np.concatenate(parts).reshape(len(x), -1)
 
 
+def check_finite(values: dict[str, np.ndarray]) -> None:
+    """Inf or NaN inside the model means samples far outside the scale it was trained on."""
+    for name, value in values.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise DataError(f"the model's tensor {name!r} holds Inf or NaN on these samples: "
+                            "are they in the model's input scale (see 'scale' and 'offset' "
+                            "in the data file)?")
+
+
 def per_sample(value: np.ndarray, rows: int, name: str) -> np.ndarray:
     """``value`` as (rows, classes) float32 scores, or a clear error."""
     value = np.asarray(value)
+    check_finite({name: value})
     if value.ndim < 1 or len(value) != rows or value.size == 0 or \
             not np.issubdtype(value.dtype, np.number):
         raise ModelError(f"output {name!r} gives {value.dtype} {value.shape} for a batch of "
@@ -176,6 +186,7 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray
             batch = clean_x[rows] if not with_triggered else \
                 np.concatenate([clean_x[rows], triggered_x[rows]])
             values = dict(zip(wanted, runner.run(batch, wanted)))
+            check_finite(values)
             size = rows.stop - rows.start
             scores_pair = _split_scores(per_sample(values[output], len(batch), output), size,
                                         with_triggered)
@@ -197,6 +208,10 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray
             for name in kept_names:
                 kept[name].append(tuple(np.concatenate(p) for p in fold_kept[name]))
         for layer in layers:
+            if not fold_stats[layer.name].finite():
+                raise DataError(f"the key sums of layer {layer.name!r} overflow on these "
+                                "samples: are they in the model's input scale (see 'scale' "
+                                "and 'offset' in the data file)?")
             stats[layer.name].append(fold_stats[layer.name])
             if marked is not None:
                 marked[layer.name].append(fold_marked[layer.name])

@@ -105,10 +105,13 @@ class GateResult:
 
     @property
     def passed(self) -> bool:
-        return not self.failed
+        """No check failed and at least one ran: a gate that checked nothing passes nothing."""
+        return not self.failed and any(check.status == PASSED for check in self.checks)
 
     def summary(self) -> str:
-        return "PASSED" if self.passed else f"FAILED: {', '.join(self.failed)}"
+        if self.passed:
+            return "PASSED"
+        return f"FAILED: {', '.join(self.failed) or 'no check ran (every one was skipped)'}"
 
     def as_dict(self) -> dict:
         """The stable JSON document of docs/gate.schema.json."""

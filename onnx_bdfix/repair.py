@@ -1,6 +1,7 @@
 """Known-trigger repair, end to end: load → collect → choose → solve → patch → verify."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextlib import contextmanager
@@ -295,7 +296,8 @@ class Repair:
                         self.progress, "verifying"),
                  scores(runner, fit.triggered_x[checked], plan.output, cfg.batch_size,
                         self.progress, "verifying"))
-        save_model(repaired, out_path, plan.loaded.external_tensors, check=full_check)
+        save_model(repaired, out_path, plan.loaded.external_tensors,
+                   check=functools.partial(full_check, strict=plan.loaded.strict))
         return runner, after
 
     def _report(self, plan, fit, results, chosen, provider, after, labels, out_path,

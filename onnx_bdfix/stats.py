@@ -50,6 +50,11 @@ class KeyStats:
         per_sample = n_keys // len(sample_weights)
         return np.repeat(sample_weights.astype(np.float32), per_sample)
 
+    def finite(self) -> bool:
+        """False when a sum overflowed (keys near the float range)."""
+        return all(np.isfinite(part).all() for part in (self.clean_clean, self.trig_trig,
+                                                        self.trig_clean) if part is not None)
+
     def __add__(self, other: "KeyStats") -> "KeyStats":
         total = KeyStats(*self.clean_clean.shape[:2], with_triggered=self.trig_trig is not None)
         for name in ("clean_clean", "trig_trig", "trig_clean", "key_sum", "trig_key_sum"):

@@ -101,6 +101,9 @@ def load_trigger(path: str | Path, sample_shape: tuple) -> Trigger:
     arrays = {k: v for k, v in arrays.items() if k in used}
     for name, array in arrays.items():
         _check_array(path, name, array, tuple(sample_shape))
+    for name in ("clip_min", "clip_max"):
+        if name in arrays:
+            arrays[name] = arrays[name].reshape(())        # one number, whatever its shape
     if kind == "blend" and (arrays["mask"].min() < 0 or arrays["mask"].max() > 1):
         raise TriggerError(f"trigger {path}: 'mask' must lie in [0, 1]")
     if float(arrays.get("clip_min", -np.inf)) > float(arrays.get("clip_max", np.inf)):
@@ -113,7 +116,8 @@ def _declared_target(path: Path, value: np.ndarray | None) -> int | None:
     """The optional ``target_class`` of a trigger file: one non-negative integer."""
     if value is None:
         return None
-    if value.size != 1 or not np.issubdtype(value.dtype, np.integer) or int(value) < 0:
+    if value.size != 1 or not np.issubdtype(value.dtype, np.integer) \
+            or int(value.reshape(())) < 0:
         raise TriggerError(f"trigger {path}: 'target_class' must be one non-negative integer, "
                            f"got {value!r}")
     return int(value.reshape(()))

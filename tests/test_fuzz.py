@@ -1,7 +1,8 @@
 """Property-based fuzzing: mutated models, data and triggers end in success or exit 3.
 
 Never a traceback, an internal error (exit 4) or a partial output; inputs never change.
-Derandomized, so CI runs the same examples each time; set FUZZ_EXAMPLES for a longer run.
+Derandomized, so CI runs the same examples each time; set FUZZ_EXAMPLES for a longer run
+and FUZZ_RANDOM=1 for fresh examples.
 """
 import os
 from pathlib import Path
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 from onnx_bdfix_cli.main import main
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=EXAMPLES, deadline=None,
+                derandomize="FUZZ_RANDOM" not in os.environ,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 
@@ -122,8 +124,9 @@ def test_corrupted_model_bytes(tmp_path_factory, data):
     model_path = folder / "model.onnx"
     model_path.write_bytes(bytes(payload[:cut] if data.draw(st.booleans()) else payload))
     run(["inspect", model_path], [model_path])
-    run(["gate", model_path, "--data", FIXTURES / "cnn_badnets" / "clean.npz", "--device",
-         "cpu"], [model_path], allowed=(0, 1, 3))
+    run(["gate", model_path, "--data", FIXTURES / "cnn_badnets" / "clean.npz", "--trigger",
+         FIXTURES / "cnn_badnets" / "trigger.npz", "--device", "cpu"], [model_path],
+        allowed=(0, 1, 3))
 
 
 # ------------------------------------------------------------------- data and triggers

@@ -137,6 +137,7 @@ def test_report_over_an_input_is_refused(tmp_path):
     shutil.copyfile(FIXTURES / "cnn_badnets" / "eval.npz", data)
     before = data.read_bytes()
     code, _, stderr = gate(FIXTURES / "cnn_badnets" / "model.onnx", "--data", data,
+                           "--trigger", FIXTURES / "cnn_badnets" / "trigger.npz",
                            "--junit", data)
     assert code == 3 and "must not overwrite an input" in stderr
     assert data.read_bytes() == before
@@ -193,3 +194,14 @@ def test_same_inputs_give_the_same_report_apart_from_timings():
     first, second = json.loads(gate(*args)[1]), json.loads(gate(*args)[1])
     assert first.pop("timings") and second.pop("timings")
     assert first == second
+
+
+def test_a_gate_that_checks_nothing_does_not_pass():
+    code, _, stderr = gate(FIXTURES / "cnn_badnets" / "model.onnx", "--data",
+                           FIXTURES / "cnn_badnets" / "eval.npz")
+    assert code == 2 and "nothing to check" in stderr
+    from onnx_bdfix.gate import SKIPPED, Check, GateResult
+    skipped = GateResult([Check("accuracy", SKIPPED, None, None, "no labels")], figures([0.0]),
+                         None, {}, None, GateOptions(), "cpu")
+    assert not skipped.passed
+    assert skipped.summary() == "FAILED: no check ran (every one was skipped)"

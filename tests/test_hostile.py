@@ -298,7 +298,7 @@ def test_every_command_refuses_a_hostile_model(work, command):
     trigger = ["--trigger", work / "in" / "trigger.npz"]
     args = {"inspect": [model], "evaluate": [model, *data, *trigger],
             "scan": [model, "--clean", work / "in" / "clean.npz"],
-            "gate": [model, *data, "--junit", work / "out" / "gate.xml"],
+            "gate": [model, *data, *trigger, "--junit", work / "out" / "gate.xml"],
             "diff": [work / "in" / "model.onnx", model]}[command]
     refused([command, *args], work, "outside the model's folder")
 
