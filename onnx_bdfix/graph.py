@@ -30,7 +30,6 @@ class LoadedModel:
     path: Path
     sha256: str
     external_tensors: list[str] = field(default_factory=list)  # names stored outside the file
-    strict: bool = True          # passes the full onnx.checker (strict shape inference)
 
     @property
     def graph(self) -> onnx.GraphProto:
@@ -66,14 +65,12 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     _check_memory(path, proto if external else None)
     if external:
         _load_external_data(proto, path)
-    strict = _check_valid(proto, path)
-    return LoadedModel(proto, path, file_sha256(path), external, strict)
+    _check_valid(proto, path)
+    return LoadedModel(proto, path, file_sha256(path), external)
 
 
-def _check_valid(proto: onnx.ModelProto, path: Path) -> bool:
-    """onnx.checker on the model as read: what it refuses, nothing downstream may see.
-    True when it also passes the full check (strict shape inference), which the repaired
-    file is then held to; False when only the basic check passes."""
+def _check_valid(proto: onnx.ModelProto, path: Path) -> None:
+    """onnx.checker on the model as read: what it refuses, nothing downstream may see."""
     if not all(isinstance(text, str) for text in _names(proto)):
         raise ModelError(f"{path}: names in the graph are not valid UTF-8 text; the file is "
                          "corrupted or was not written by an ONNX exporter")
@@ -83,14 +80,7 @@ def _check_valid(proto: onnx.ModelProto, path: Path) -> bool:
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise ModelError(f"{path}: not a valid ONNX model ({_first_line(exc)}); "
                          "re-export it, or check it with onnx.checker") from exc
-    try:
-        onnx.checker.check_model(subject, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError,
-            ValueError) as exc:
-        log.warning("%s fails the full onnx.checker (%s); the repaired file is held to the "
-                    "basic check, like its input", path, _first_line(exc))
-        return False
-    return True
+
 
 
 # Operator domains ONNX Runtime runs without a custom-operator library.

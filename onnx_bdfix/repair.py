@@ -297,7 +297,7 @@ class Repair:
                  scores(runner, fit.triggered_x[checked], plan.output, cfg.batch_size,
                         self.progress, "verifying"))
         save_model(repaired, out_path, plan.loaded.external_tensors,
-                   check=functools.partial(full_check, strict=plan.loaded.strict))
+                   check=functools.partial(full_check, original=plan.loaded.path))
         return runner, after
 
     def _report(self, plan, fit, results, chosen, provider, after, labels, out_path,
