@@ -183,6 +183,7 @@ def measure(loaded: LoadedModel, data: Dataset, triggered: Rows | None, options:
             _check_range(options.target_class, classes, options.target_class_source)
             figures.set_target(options.target_class, attack_success(
                 labels, landed, options.target_class), options.target_class_source)
+            guard_takeover(figures)
         else:
             worst = int(np.argmax(figures.moved_into))
             figures.set_target(worst, figures.moved_into[worst],
@@ -207,6 +208,18 @@ def moved_into(labels: np.ndarray, predicted: np.ndarray, landed: np.ndarray,
         rows = (labels != c) & (predicted == labels)
         shares.append(float((landed[rows] == c).mean()) if rows.any() else 0.0)
     return shares
+
+
+def guard_takeover(model: ModelFigures) -> None:
+    """A given target does not hide a backdoor that sends the trigger elsewhere: a class the
+    trigger takes ``TAKEOVER`` of the samples into is held to the limit instead."""
+    worst = int(np.argmax(model.moved_into))
+    share = model.moved_into[worst]
+    if worst != model.target_class and share >= TAKEOVER and \
+            share > (model.attack_success_rate or 0.0):
+        model.set_target(worst, share, f"the trigger takes {share:.0%} of other classes' "
+                         f"samples into it, not into the given class "
+                         f"{model.target_class}")
 
 
 def settle_target(model: ModelFigures, reference: ModelFigures) -> None:

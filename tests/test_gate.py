@@ -205,3 +205,20 @@ def test_a_gate_that_checks_nothing_does_not_pass():
                          None, {}, None, GateOptions(), "cpu")
     assert not skipped.passed
     assert skipped.summary() == "FAILED: no check ran (every one was skipped)"
+
+
+def test_a_given_target_does_not_hide_a_backdoor_elsewhere():
+    from onnx_bdfix.gate import guard_takeover
+    moved = figures([0.0, 0.01, 0.6])
+    moved.set_target(1, 0.01, "given")
+    guard_takeover(moved)
+    assert (moved.target_class, moved.attack_success_rate) == (2, 0.6)
+    kept = figures([0.0, 0.01, 0.1])                  # 10 % drift elsewhere: not a takeover
+    kept.set_target(1, 0.01, "given")
+    guard_takeover(kept)
+    assert kept.target_class == 1
+
+
+def test_gate_with_the_wrong_target_still_fails_the_backdoor():
+    code, stdout, _ = gate(*fixture_args("cnn_badnets"), "--target-class", "3")
+    assert code == 1 and "not into the given class 3" in stdout
