@@ -198,16 +198,20 @@ def save_model(proto: onnx.ModelProto, out_path: str | os.PathLike,
     if not os.access(folder, os.W_OK):
         raise OutputPathError(f"{out_path}: folder {folder} is not writable")
     check_writable(folder, out_path)
-    proto = _copy_proto(proto)
     written: list[tuple[Path, Path]] = []
     placed: list[Path] = []
     try:
+        light = proto
         if external_tensors:
             data_path = out_path.with_name(out_path.name + ".data")
-            written.append((_write_external(proto, set(external_tensors), data_path), data_path))
-            os.replace(written[-1][0], data_path)        # the model's check must find it
+            names = set(external_tensors)
+            handle, temp_name = tempfile.mkstemp(dir=folder, prefix=".bdfix-", suffix=".tmp")
+            written.append((Path(temp_name), data_path))
+            with os.fdopen(handle, "wb") as data:     # no copy of the weights in memory
+                light = skeleton(proto, data, data_path.name, lambda t: t.name in names)
+            os.replace(temp_name, data_path)          # the model's check must find it
             placed.append(data_path)
-        temp_model = _write_temp(folder, proto.SerializeToString())
+        temp_model = _write_temp(folder, light.SerializeToString())
         written.append((temp_model, out_path))
         if check is not None:
             check(temp_model)
@@ -249,19 +253,6 @@ def _write_temp(folder: Path, payload: bytes) -> Path:
     with os.fdopen(handle, "wb") as out:
         out.write(payload)
     return Path(name)
-
-
-def _write_external(proto: onnx.ModelProto, names: set[str], data_path: Path) -> Path:
-    handle, temp_name = tempfile.mkstemp(dir=data_path.parent, prefix=".bdfix-", suffix=".tmp")
-    with os.fdopen(handle, "wb") as out:
-        for tensor in ext._get_all_tensors(proto):
-            if tensor.name not in names or not tensor.HasField("raw_data"):
-                continue
-            offset = out.tell()
-            out.write(tensor.raw_data)
-            ext.set_external_data(tensor, data_path.name, offset, len(tensor.raw_data))
-            tensor.ClearField("raw_data")
-    return Path(temp_name)
 
 
 # --------------------------------------------------------------------------- queries
@@ -345,37 +336,64 @@ def is_large(proto: onnx.ModelProto) -> bool:
 
 
 def skeleton(proto: onnx.ModelProto, weights: BinaryIO | None = None,
-             location: str = "weights.bin") -> onnx.ModelProto:
-    """A copy of ``proto`` whose large initializers hold no data, only a reference to
-    ``location``; with ``weights``, their bytes are written there. Small enough to serialize
-    whatever the model's size, and nothing large is copied in memory."""
+             location: str = "weights.bin", moved=None) -> onnx.ModelProto:
+    """A copy of ``proto`` whose tensors picked by ``moved`` (initializers and Constant
+    values; default: those over ``SKELETON_BYTES``) hold no data, only a reference to
+    ``location``; with ``weights``, their bytes are written there. Every other field is
+    copied as it is, and at most one large tensor at a time is copied in memory: small
+    enough to serialize whatever the model's size."""
+    moved = moved or (lambda tensor: tensor.ByteSize() > SKELETON_BYTES)
     result = onnx.ModelProto()
-    for field_name in ("ir_version", "producer_name", "producer_version", "domain",
-                       "model_version", "doc_string"):
-        setattr(result, field_name, getattr(proto, field_name))
-    for field_name in ("opset_import", "metadata_props", "functions"):
-        getattr(result, field_name).extend(getattr(proto, field_name))
-    graph, source = result.graph, proto.graph
-    graph.name, graph.doc_string = source.name, source.doc_string
-    for field_name in ("node", "input", "output", "value_info", "sparse_initializer"):
-        getattr(graph, field_name).extend(getattr(source, field_name))
-    for tensor in source.initializer:
-        if tensor.ByteSize() <= SKELETON_BYTES:
-            graph.initializer.append(tensor)
-            continue
-        payload = tensor_bytes(tensor)
-        offset = weights.tell() if weights is not None else 0
-        if weights is not None:
-            weights.write(payload)
-        reference = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type,
-                                     dims=tensor.dims)
-        for key, value in (("location", location), ("offset", str(offset)),
-                           ("length", str(len(payload)))):
-            entry = reference.external_data.add()
-            entry.key, entry.value = key, value
-        reference.data_location = onnx.TensorProto.EXTERNAL
-        graph.initializer.append(reference)
+    _copy_fields(proto, result, skip={"graph"})
+    _copy_fields(proto.graph, result.graph, skip={"initializer"})
+    for tensor in proto.graph.initializer:
+        if moved(tensor):
+            reference = result.graph.initializer.add()
+            _copy_fields(tensor, reference, skip=TENSOR_DATA_FIELDS)
+            _externalize(reference, tensor_bytes(tensor), weights, location)
+        else:
+            result.graph.initializer.append(tensor)
+    for node in result.graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t") and moved(attribute.t):
+                payload = tensor_bytes(attribute.t)
+                for name in TENSOR_DATA_FIELDS:
+                    attribute.t.ClearField(name)
+                _externalize(attribute.t, payload, weights, location)
     return result
+
+
+def _externalize(tensor: onnx.TensorProto, payload: bytes, weights: BinaryIO | None,
+                 location: str) -> None:
+    """Point a data-free ``tensor`` at ``payload``, appended to ``weights`` when given."""
+    offset = weights.tell() if weights is not None else 0
+    if weights is not None:
+        weights.write(payload)
+    for key, value in (("location", location), ("offset", str(offset)),
+                       ("length", str(len(payload)))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+
+
+TENSOR_DATA_FIELDS = {"raw_data", "float_data", "int32_data", "string_data", "int64_data",
+                      "double_data", "uint64_data", "external_data", "data_location"}
+
+
+def _copy_fields(source, target, skip=frozenset()) -> None:
+    """Copy every set field of one protobuf message into another, but those in ``skip``."""
+    for descriptor, value in source.ListFields():
+        if descriptor.name in skip:
+            continue
+        repeated = getattr(descriptor, "is_repeated", None)
+        if repeated is None:                       # protobuf before 6
+            repeated = descriptor.label == descriptor.LABEL_REPEATED
+        if repeated:
+            getattr(target, descriptor.name).extend(value)
+        elif descriptor.type == descriptor.TYPE_MESSAGE:
+            getattr(target, descriptor.name).CopyFrom(value)
+        else:
+            setattr(target, descriptor.name, value)
 
 
 def tensor_bytes(tensor: onnx.TensorProto) -> bytes:

@@ -124,3 +124,33 @@ def test_missing_external_data_is_refused(tmp_path):
     path = external_model(tmp_path, "gone.bin")
     with pytest.raises(ModelError, match="missing"):
         load_model(path)
+
+
+def test_saving_with_external_data_keeps_every_field(tmp_path):
+    """The written model, its data read back, equals the one saved: only where the bytes
+    live changes (weights and a Constant's value go to OUT.data)."""
+    from onnx_bdfix.graph import save_model
+    model = mlp()
+    model.doc_string, model.graph.doc_string = "model doc", "graph doc"
+    onnx.helper.set_model_props(model, {"owner": "test"})
+    constant = helper.make_node("Constant", [], ["c"], name="const",
+                                value=onnx.numpy_helper.from_array(
+                                    np.arange(4, dtype=np.float32), "c_value"))
+    model.graph.node.insert(0, constant)
+    model.graph.output.append(tensor_info("c", [4]))
+    names = [t.name for t in model.graph.initializer] + ["c_value"]
+    save_model(model, tmp_path / "out.onnx", names)
+    stored = onnx.load(str(tmp_path / "out.onnx"), load_external_data=False)
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in stored.graph.initializer)
+    assert stored.graph.node[0].attribute[0].t.data_location == onnx.TensorProto.EXTERNAL
+    loaded = load_model(tmp_path / "out.onnx").proto
+    for tensor in [*loaded.graph.initializer, loaded.graph.node[0].attribute[0].t]:
+        tensor.ClearField("data_location")              # DEFAULT, set by the loader
+    assert loaded.SerializeToString() == model.SerializeToString()
+    for before, after in zip(model.graph.initializer, loaded.graph.initializer):
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(before),
+                                      onnx.numpy_helper.to_array(after))
+    assert (loaded.doc_string, loaded.graph.doc_string) == ("model doc", "graph doc")
+    assert [(p.key, p.value) for p in loaded.metadata_props] == [("owner", "test")]
+    np.testing.assert_array_equal(run(loaded, np.ones((2, 12), np.float32))[1],
+                                  np.arange(4, dtype=np.float32))
