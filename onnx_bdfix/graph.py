@@ -87,9 +87,9 @@ def _check_valid(proto: onnx.ModelProto, path: Path) -> None:
 RUNTIME_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc",
                    "ai.onnx.preview.training"}
 # Bytes of memory a repair holds per byte of weights: the model, its exposed copy, the
-# ONNX Runtime session, the edited copy and the written copy. Measured: 14.4 GB peak for
-# 2.1 GiB of weights (benchmarks/large_model.py, docs/large-model.md).
-MEMORY_PER_WEIGHT_BYTE = 7
+# ONNX Runtime sessions and the edited copy. Measured: 10.0 GB peak for 2.25 GB of weights
+# (benchmarks/large_model.py, docs/large-model.md), 4.5 per byte.
+MEMORY_PER_WEIGHT_BYTE = 5
 
 
 def available_memory() -> int | None:
