@@ -421,6 +421,8 @@ def gate(model, data, trigger, triggered_data, target_class, max_asr, min_accura
     if not (trigger or triggered_data or min_accuracy is not None or reference or run_scan):
         raise click.UsageError("nothing to check: give a trigger (--trigger or "
                                "--triggered-data), --min-accuracy, --reference or --scan")
+    if junit and html_path and Path(junit).resolve() == Path(html_path).resolve():
+        raise click.UsageError("--junit and --html must name different files")
     inputs = [model, data, trigger, triggered_data, reference, clean]
     for report_path in (junit, html_path):
         if report_path:

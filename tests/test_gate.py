@@ -118,6 +118,7 @@ def test_clean_model_passes_with_its_trigger_target():
     (["--max-accuracy-drop", "0.1"], "--reference"),
     (["--clean", "x.npz"], "--scan"),
     (["--triggered-data", "x.npz"], "at most one"),
+    (["--junit", "r.out", "--html", "r.out"], "different files"),
 ])
 def test_usage_errors_are_exit_2(extra, message):
     code, _, stderr = gate(*fixture_args("cnn_badnets"), *extra)
