@@ -411,7 +411,8 @@ def gate(model, data, trigger, triggered_data, target_class, max_asr, min_accura
     scan verdict and structure. Ends with PASSED or FAILED; exit 0 pass, 1 a check failed,
     2 usage, 3 the model or data cannot be used."""
     from onnx_bdfix.gate import GateOptions, run_gate
-    from onnx_bdfix.gate_report import check_report_path, html_report, junit_xml, write_file
+    from onnx_bdfix.gate_report import html_report, junit_xml, write_file
+    from onnx_bdfix.graph import check_output_path
     if trigger and triggered_data:
         raise click.UsageError("give at most one of --trigger T.npz or --triggered-data F.npz")
     if max_accuracy_drop is not None and not reference:
@@ -426,7 +427,7 @@ def gate(model, data, trigger, triggered_data, target_class, max_asr, min_accura
     inputs = [model, data, trigger, triggered_data, reference, clean]
     for report_path in (junit, html_path):
         if report_path:
-            check_report_path(report_path, inputs)
+            check_output_path(report_path, inputs, "report")
     images = read_image_options(size, layout, scale, mean, std)
     spec, dataset = load_inputs(model, data, images, "data")
     triggered, trigger_info, declared = read_triggered(dataset, trigger, triggered_data)

@@ -14,20 +14,6 @@ from pathlib import Path
 
 from .errors import MissingDependencyError, OutputPathError
 from .gate import FAILED, SKIPPED, GateResult
-from .graph import check_writable
-
-
-def check_report_path(path: str | os.PathLike, inputs: list) -> None:
-    """Refuse, before any work, a report path that is an input, a folder, or unwritable."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputPathError(f"{path}: is a folder; give a file name for the report")
-    if any(Path(given).resolve() == path.resolve() for given in inputs if given):
-        raise OutputPathError(f"{path}: the report must not overwrite an input file")
-    folder = path.resolve().parent
-    if not folder.is_dir():
-        raise OutputPathError(f"{path}: folder {folder} does not exist")
-    check_writable(folder, path)
 
 
 def write_file(path: str | os.PathLike, payload: bytes) -> None:

@@ -193,11 +193,7 @@ def save_model(proto: onnx.ModelProto, out_path: str | os.PathLike,
     """
     out_path = Path(out_path)
     folder = out_path.resolve().parent
-    if not folder.is_dir():
-        raise OutputPathError(f"{out_path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OutputPathError(f"{out_path}: folder {folder} is not writable")
-    check_writable(folder, out_path)
+    check_output_path(out_path, [])
     written: list[tuple[Path, Path]] = []
     placed: list[Path] = []
     try:
@@ -228,6 +224,21 @@ def save_model(proto: onnx.ModelProto, out_path: str | os.PathLike,
             if temp.exists():
                 temp.unlink()
     return placed
+
+
+def check_output_path(path: str | os.PathLike, inputs: list, what: str = "output",
+                      inputs_are: str = "an input file") -> None:
+    """Refuse, before any work, an output path that is one of ``inputs``, a folder, in a
+    missing folder, or in one that cannot be written."""
+    path = Path(path)
+    if any(Path(given).resolve() == path.resolve() for given in inputs if given):
+        raise OutputPathError(f"{path}: the {what} must not overwrite {inputs_are}")
+    if path.is_dir():
+        raise OutputPathError(f"{path}: is a folder; give a file name for the {what}")
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise OutputPathError(f"{path}: folder {folder} does not exist")
+    check_writable(folder, path)
 
 
 def check_writable(folder: Path, out_path: Path) -> None:

@@ -6,7 +6,6 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,10 +15,10 @@ from .calibrate import held_out_figures, logit_layer, target_offset
 from .collect import Progress, collect_statistics, open_runner, scores
 from .data import Dataset, Rows
 from .edit import Anchor, combined, edited_model
-from .errors import DataError, InputError, ModelError, OutputPathError
+from .errors import DataError, InputError, ModelError
 from .graph import (
     LoadedModel,
-    check_writable,
+    check_output_path,
     has_bypass,
     load_model,
     model_input,
@@ -233,7 +232,7 @@ class Repair:
     def _plan(self, model_path, out_path, clean: Dataset) -> "Plan":
         cfg = self.config
         loaded = load_model(model_path)
-        _check_paths(Path(model_path), Path(out_path))
+        check_output_path(out_path, [model_path], inputs_are="the input model")
         model_input(loaded.proto)                # one float data input, or a clear error
         output = score_output(loaded.proto, cfg.output)
         layers = find_layers(loaded.proto)
@@ -427,17 +426,6 @@ class Repair:
                 "input_sha256": loaded.sha256, "clean_sha256": clean.sha256,
                 "clean_samples": len(clean), "target_class": target, **trigger, **edit,
                 "parameters": asdict(self.config)}
-
-
-def _check_paths(model_path: Path, out_path: Path) -> None:
-    if out_path.resolve() == model_path.resolve():
-        raise OutputPathError(f"{out_path}: the output must not overwrite the input model")
-    if out_path.is_dir():
-        raise OutputPathError(f"{out_path}: is a folder; give a file name for the output")
-    folder = out_path.resolve().parent
-    if not folder.is_dir():
-        raise OutputPathError(f"{out_path}: folder {folder} does not exist")
-    check_writable(folder, out_path)
 
 
 def _reason(chosen: CandidateResult | None, results: list[CandidateResult],
