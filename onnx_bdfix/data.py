@@ -186,11 +186,16 @@ def _members(path: Path) -> list[zipfile.ZipInfo]:
 def _member_bytes(path: Path, info: zipfile.ZipInfo) -> int:
     """The size of one .npy member once unpacked, read off its header alone."""
     with zipfile.ZipFile(path) as archive, archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
-            else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(member)
+        shape, _, dtype = _npy_header(member)
     return int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+
+
+def _npy_header(handle) -> tuple[tuple, bool, np.dtype]:
+    """(shape, Fortran order, dtype) of the .npy stream at ``handle``, data not read."""
+    version = np.lib.format.read_magic(handle)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+        else np.lib.format.read_array_header_2_0
+    return read_header(handle)
 
 
 def _mapped_member(path: Path, member: str) -> np.ndarray | None:
@@ -205,10 +210,7 @@ def _mapped_member(path: Path, member: str) -> np.ndarray | None:
         start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") \
             + int.from_bytes(local[28:30], "little")
         handle.seek(start)
-        version = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
-            else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(handle)
+        shape, fortran, dtype = _npy_header(handle)
         if dtype.hasobject:
             return None
         data_start = handle.tell()
