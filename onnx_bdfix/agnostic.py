@@ -15,23 +15,22 @@ from dataclasses import replace
 
 import numpy as np
 
-from .collect import Progress, open_runner
+from .collect import Progress
 from .data import Dataset
 from .errors import InputError
-from .graph import load_model, score_output
 from .reconstruct import Found, refine_blend
 from .repair import Repair, RepairConfig, RepairReport
 from .scan import ALARM, PROBE, ScanResult, scan
 from .triggers import Trigger, TriggerSet
 
 
-def _refined(model_path, clean: Dataset, config: RepairConfig, found: Found,
-             triggers: list[Trigger], level: float) -> list[Trigger]:
-    """Blends with their patterns refined toward the backdoor (reconstruct.py)."""
-    proto = load_model(model_path).proto
-    runner = open_runner(proto, config.device)
-    probe, output = clean.head(PROBE).x, score_output(proto, config.output)
-    return [refine_blend(runner, output, probe, trigger, found.target, level, seed)
+def _refined(scanned: ScanResult, clean: Dataset, found: Found, triggers: list[Trigger],
+             level: float) -> list[Trigger]:
+    """Blends with their patterns refined toward the backdoor (reconstruct.py), on the
+    scan's own session."""
+    probe = clean.head(PROBE).x
+    return [refine_blend(scanned.runner, scanned.output, probe, trigger, found.target, level,
+                         seed)
             if _whole_image_blend(trigger) else trigger
             for seed, trigger in enumerate(triggers)]
 
@@ -55,7 +54,8 @@ def agnostic_repair(model_path, clean: Dataset, out_path, config: RepairConfig,
     level = min(found.flip_rate, ALARM)
     triggers = found.strong(level, most=folds)
     if found.params["family"] == "blend":
-        triggers = _refined(model_path, clean, config, found, triggers, level)
+        triggers = _refined(result, clean, found, triggers, level)
+    result.runner = None                 # the repair opens its own sessions
     trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)
     settings = replace(config, target_class=found.target, mode="agnostic",
                        max_clean_drop=max_clean_drop)

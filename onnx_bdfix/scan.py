@@ -31,6 +31,8 @@ class ScanResult:
     evidence: list[dict] = field(default_factory=list)   # per tensor, for the top class
     provider: str = ""
     found: list[Found] = field(default_factory=list, repr=False)
+    runner: object = field(default=None, repr=False)   # the session it ran, for reuse
+    output: str = ""                                   # the class-score tensor it read
 
     @property
     def suspicious(self) -> bool:
@@ -69,4 +71,4 @@ def scan(model_path, clean: Dataset, output: str | None = None, device: str = "a
                   if row.key_of]
     return ScanResult("suspicious" if suspicious else "clean",
                       top.target if suspicious else None, ALARM, classes, layers,
-                      runner.provider, found)
+                      runner.provider, found, runner, name)
