@@ -186,7 +186,7 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x: np.ndarray
             batch = clean_x[rows] if not with_triggered else \
                 np.concatenate([clean_x[rows], triggered_x[rows]])
             values = dict(zip(wanted, runner.run(batch, wanted)))
-            check_finite(values)
+            check_finite({name: values[name] for name in key_names})   # scores: per_sample
             size = rows.stop - rows.start
             scores_pair = _split_scores(per_sample(values[output], len(batch), output), size,
                                         with_triggered)

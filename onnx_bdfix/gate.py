@@ -154,7 +154,7 @@ def run_gate(model_path, data: Dataset, triggered: Rows | None, options: GateOpt
     if reference is not None:
         _against_reference(result, loaded_reference.proto, loaded.proto)
     if options.scan:
-        result.checks.append(_scan_check(result, model_path, scan_data or data))
+        result.checks.append(_scan_check(result, loaded, scan_data or data))
     if options.activations:
         result.activations = _key_activations(loaded, data, triggered, options)
     result.seconds = time.perf_counter() - start
@@ -334,10 +334,10 @@ def edited_layers(proto, diff) -> list[str]:
             if changed.intersection(node.input)]
 
 
-def _scan_check(result: GateResult, model_path, scan_data: Dataset) -> Check:
+def _scan_check(result: GateResult, loaded: LoadedModel, scan_data: Dataset) -> Check:
     from .scan import scan
     options = result.options
-    found = scan(model_path, scan_data, options.output, options.device, options.probe,
+    found = scan(loaded, scan_data, options.output, options.device, options.probe,
                  evidence=False)
     result.scan = found.as_dict()
     top = max(row["suspicion"] for row in found.classes)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .activations import profile
 from .collect import open_runner
 from .data import Dataset
-from .graph import load_model, model_input, score_output
+from .graph import LoadedModel, load_model, model_input, score_output
 from .reconstruct import Found, search
 
 ALARM = 0.9          # flip rate that marks a class as a backdoor target
@@ -50,9 +50,10 @@ class ScanResult:
                 "evidence": self.evidence, "provider": self.provider}
 
 
-def scan(model_path, clean: Dataset, output: str | None = None, device: str = "auto",
+def scan(model, clean: Dataset, output: str | None = None, device: str = "auto",
          probe: int = PROBE, evidence: bool = True) -> ScanResult:
-    proto = load_model(model_path).proto
+    """``model``: a path, or a model already loaded (:class:`~onnx_bdfix.graph.LoadedModel`)."""
+    proto = (model if isinstance(model, LoadedModel) else load_model(model)).proto
     model_input(proto)
     name = score_output(proto, output)
     runner = open_runner(proto, device)
