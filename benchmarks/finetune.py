@@ -91,9 +91,9 @@ def fine_tune(module, x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0) 
 
 
 def bdfix(model_path: Path, clean, trigger, work: Path) -> tuple[float, Path]:
-    from onnx_bdfix.repair import Repair, RepairConfig
+    from onnx_bdfix.repair import RepairConfig, repair
     start = time.perf_counter()
-    Repair(RepairConfig(device="cpu")).run(model_path, clean, trigger, work / "fixed.onnx")
+    repair(model_path, clean, trigger, work / "fixed.onnx", RepairConfig(device="cpu"))
     return time.perf_counter() - start, work / "fixed.onnx"
 
 
@@ -101,9 +101,9 @@ def fixture_run(n: int, epochs: int) -> dict:
     import torch
 
     from onnx_bdfix.data import load_data
-    from onnx_bdfix.graph import load_model, model_input
-    from onnx_bdfix.triggers import load_trigger
-    from onnx_bdfix.verify import evaluate
+    from onnx_bdfix.model import load_model, model_input
+    from onnx_bdfix.data import load_trigger
+    from onnx_bdfix.evaluate import evaluate
     folder = HERE.parent / "fixtures" / "cnn_badnets"
     proto = load_model(folder / "model.onnx").proto
     spec = model_input(proto)
@@ -131,7 +131,7 @@ def resnet_run(epochs: int, n: int = 1000, timed_epochs: int = 2) -> dict:
     from models import resnet18
 
     from onnx_bdfix.data import Dataset
-    from onnx_bdfix.triggers import Trigger
+    from onnx_bdfix.data import Trigger
     proto = resnet18()
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, size=(n, 3, 32, 32)).astype(np.float32)

@@ -49,11 +49,11 @@ def make_inputs(folder: Path, model: str, n: int) -> None:
 
 def child(folder: Path, batch_size: int) -> dict:
     """One measured run: the floor, then the repair, in this process."""
-    from onnx_bdfix.collect import open_runner, scores
+    from onnx_bdfix.model.runtime import open_runner, scores
     from onnx_bdfix.data import load_data
-    from onnx_bdfix.graph import load_model, model_input
-    from onnx_bdfix.repair import Repair, RepairConfig
-    from onnx_bdfix.triggers import load_trigger
+    from onnx_bdfix.model import load_model, model_input
+    from onnx_bdfix.repair import RepairConfig, repair
+    from onnx_bdfix.data import load_trigger
 
     spec = model_input(load_model(folder / "model.onnx").proto)
     clean = load_data(folder / "clean.npz", spec)
@@ -65,8 +65,8 @@ def child(folder: Path, batch_size: int) -> dict:
     scores(runner, clean.rows(trigger=trigger), output, batch_size)
     floor = time.perf_counter() - start
     start = time.perf_counter()
-    report = Repair(RepairConfig(batch_size=batch_size)).run(
-        folder / "model.onnx", clean, trigger, folder / "out.onnx")
+    report = repair(folder / "model.onnx", clean, trigger, folder / "out.onnx",
+                    RepairConfig(batch_size=batch_size))
     total = time.perf_counter() - start
     return {"floor": floor, "repair": total, "ratio": total / floor, "stages": report.timings,
             "layers": report.chosen, "provider": report.provider,
@@ -91,8 +91,8 @@ def measure(model: str, n: int, repeats: int, batch_size: int) -> dict:
 
 def solve_scaling(dims: list[int], repeats: int = 3) -> list[tuple[int, float]]:
     """Median seconds of one closed-form solve, m = 512 outputs, for key length d."""
-    from onnx_bdfix.solve import bdk_correction
-    from onnx_bdfix.stats import KeyStats
+    from onnx_bdfix.repair.solve import bdk_correction
+    from onnx_bdfix.repair.stats import KeyStats
     rows = []
     rng = np.random.default_rng(0)
     for d in dims:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import onnx
 
-from .collect import open_runner
-from .graph import expose, intermediate_tensors
-from .layers import find_layers
+from .model.expose import expose
+from .model.index import index_of
+from .model.runtime import open_runner
+from .repair.layers import find_layers
 
 PROBE = 64
 
@@ -33,22 +33,28 @@ class TensorProfile:
         return asdict(self)
 
 
-def profile(proto: onnx.ModelProto, clean_x: np.ndarray, triggered_x: np.ndarray | None = None,
+def profile(model, clean_x: np.ndarray, triggered_x: np.ndarray | None = None,
             probe: int = PROBE, device: str = "auto") -> list[TensorProfile]:
-    """Per-tensor figures on the first ``probe`` samples, in graph order."""
-    names = intermediate_tensors(proto)
-    runner = open_runner(expose(proto, names), device)
+    """Per-tensor figures on the first ``probe`` samples, in graph order (``model``: a
+    loaded model, its index or a proto)."""
+    index = index_of(model)
+    names = index.intermediate_tensors()
+    runner = open_runner(expose(index.proto, names), device)
     count = min(probe, len(clean_x))
     batch = clean_x[:count] if triggered_x is None else \
         np.concatenate([clean_x[:count], triggered_x[:count]])
     values = dict(zip(names, runner.run(batch, names)))
-    made_by = {out: node.op_type for node in proto.graph.node for out in node.output}
     readers: dict[str, list[str]] = {}
-    for layer in find_layers(proto):
+    for layer in find_layers(index):
         readers.setdefault(layer.key_tensor, []).append(layer.name)
-    return [_summarize(name, made_by.get(name, ""), values[name], count,
+    return [_summarize(name, _op(index, name), values[name], count,
                        triggered_x is not None, readers.get(name, []))
             for name in names if _is_per_sample(values[name], len(batch))]
+
+
+def _op(index, name: str) -> str:
+    node = index.producers.get(name)
+    return node.op_type if node is not None else ""
 
 
 def _is_per_sample(value: np.ndarray, rows: int) -> bool:

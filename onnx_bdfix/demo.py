@@ -5,12 +5,11 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from .collect import Progress
-from .data import load_data
-from .graph import load_model, model_input
-from .repair import Repair, RepairConfig
-from .triggers import load_trigger
-from .verify import evaluate
+from .data import load_data, load_trigger
+from .evaluate import evaluate
+from .model import load_model
+from .model.runtime import Progress
+from .repair import RepairConfig, repair
 
 DEMO_SAMPLES = 100
 
@@ -23,19 +22,16 @@ def run_demo(workdir: Path, device: str = "auto", progress: Progress | None = No
     """Repair the demo model with 100 clean samples; CA / ASR before and after on 3,000 others."""
     folder = demo_files()
     card = json.loads((folder / "card.json").read_text())
-    model = folder / "model.onnx"
-    spec = model_input(load_model(model).proto)
-    pool = load_data(folder / "clean.npz", spec, what="clean data")
-    clean = pool.head(DEMO_SAMPLES)
-    trigger = load_trigger(folder / "trigger.npz", tuple(spec.sample_shape))
-    repaired = workdir / "demo_repaired.onnx"
-    report = Repair(RepairConfig(device=device), progress).run(
-        model, clean, trigger, repaired)
-    held_out = load_data(folder / "eval.npz", spec, what="evaluation data")
-    triggered_eval = held_out.rows(trigger=trigger)
+    model = load_model(folder / "model.onnx")
+    clean = load_data(folder / "clean.npz", model, what="clean data").head(DEMO_SAMPLES)
+    trigger = load_trigger(folder / "trigger.npz", model)
+    repaired_path = workdir / "demo_repaired.onnx"
+    report = repair(model, clean, trigger, repaired_path, RepairConfig(device=device),
+                    progress)
+    held_out = load_data(folder / "eval.npz", model, what="evaluation data")
     target = card["target_class"]
-    before = evaluate(model, held_out, triggered_eval, target, device=device)
-    after = evaluate(repaired, held_out, triggered_eval, target, device=device)
+    before = evaluate(model, held_out, trigger, target, device=device)
+    after = evaluate(repaired_path, held_out, trigger, target, device=device)
     return {"model": card["about"], "clean_samples": DEMO_SAMPLES,
             "eval_samples": len(held_out), "target_class": target,
             "inferred_target_class": report.target_class, "layers": report.chosen,

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .graph import load_model
+from .model import as_loaded
 
 
 @dataclass
@@ -42,8 +42,9 @@ class ModelDiff:
                 "metadata": self.metadata}
 
 
-def diff_models(path_a, path_b) -> ModelDiff:
-    return diff_protos(load_model(path_a).proto, load_model(path_b).proto)
+def diff_models(model_a, model_b) -> ModelDiff:
+    """``model_a``, ``model_b``: paths or loaded models."""
+    return diff_protos(as_loaded(model_a).proto, as_loaded(model_b).proto)
 
 
 def diff_protos(a: onnx.ModelProto, b: onnx.ModelProto) -> ModelDiff:

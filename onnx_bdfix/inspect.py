@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 from .errors import ModelError
-from .graph import has_bypass, load_model, model_input, score_output
-from .layers import find_layers
+from .model import as_loaded, model_input, score_output
+from .repair.layers import find_layers
 
 
-def describe_model(path, output: str | None = None) -> dict:
+def describe_model(model, output: str | None = None) -> dict:
     """The layers are listed even when no output holds class scores (``score_output`` is
     then None, and so is each layer's ``bypassed``): repair and evaluate need one, not this."""
-    proto = load_model(path).proto
-    spec = model_input(proto)
+    loaded = as_loaded(model)
+    proto, index = loaded.proto, loaded.index
+    spec = model_input(loaded)
     try:
-        scores = score_output(proto, output)
+        scores = score_output(loaded, output)
     except ModelError:
         if output:
             raise
@@ -24,9 +25,9 @@ def describe_model(path, output: str | None = None) -> dict:
                "out_dim": layer.out_dim, "groups": layer.groups,
                "followed_by": layer.followed_by, "shared_weight": layer.shared_weight,
                "bypassed": None if scores is None else
-               has_bypass(proto, {layer.node_index}, scores),
+               index.has_bypass({layer.node_index}, scores),
                "key_tensor": layer.key_tensor, "output_tensor": layer.output_tensor}
-              for layer in find_layers(proto)]
+              for layer in find_layers(index)]
     return {"opset": opset, "ir_version": proto.ir_version,
             "input": {"name": spec.name, "shape": ["N" if d is None else d for d in spec.shape],
                       "dtype": spec.dtype.name},

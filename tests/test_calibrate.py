@@ -3,16 +3,16 @@ import numpy as np
 from conftest import mlp, run
 from onnx import helper, numpy_helper
 
-from onnx_bdfix.calibrate import (
+from onnx_bdfix.repair.anchor import (
     held_out_figures,
     logit_layer,
     offset_bias,
     target_mass,
     target_offset,
 )
-from onnx_bdfix.edit import Anchor, edited_model
-from onnx_bdfix.layers import find_layers
-from onnx_bdfix.stats import KeyStats
+from onnx_bdfix.repair.edit import Anchor, edited_model
+from onnx_bdfix.repair.layers import find_layers
+from onnx_bdfix.repair.stats import KeyStats
 
 
 def test_logit_layer_is_the_biased_classifier():

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 from conftest import mlp, run
 
-from onnx_bdfix.collect import collect_statistics, open_runner, providers_for
+from onnx_bdfix.model.runtime import open_runner, providers_for
+from onnx_bdfix.repair.collect import collect_statistics
 from onnx_bdfix.errors import DeviceError
-from onnx_bdfix.layers import find_layers
-from onnx_bdfix.stats import total
+from onnx_bdfix.repair.layers import find_layers
+from onnx_bdfix.repair.stats import total
 
 
 def data(n=30, d=12, seed=0):

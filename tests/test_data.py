@@ -5,8 +5,8 @@ from PIL import Image
 
 from onnx_bdfix.data import ImageOptions, load_data
 from onnx_bdfix.errors import DataError, TriggerError
-from onnx_bdfix.graph import InputInfo
-from onnx_bdfix.triggers import load_trigger, load_triggered
+from onnx_bdfix.model import InputInfo
+from onnx_bdfix.data import load_trigger, load_triggered
 
 GRAY = InputInfo("x", [None, 1, 6, 5], np.dtype(np.float32))
 RGB_NHWC = InputInfo("x", [None, 6, 5, 3], np.dtype(np.float32))
@@ -120,7 +120,7 @@ def test_rows_apply_the_trigger_per_batch(tmp_path):
 
 
 def test_trigger_set_takes_its_triggers_in_turn(tmp_path):
-    from onnx_bdfix.triggers import Trigger, TriggerSet
+    from onnx_bdfix.data import Trigger, TriggerSet
     up = Trigger("delta", {"delta": np.float32(1.0)}, "a", "up")
     down = Trigger("delta", {"delta": np.float32(-1.0)}, "b", "down")
     both = TriggerSet([up, down])

@@ -12,12 +12,12 @@ from conftest import BACKDOORED, FIXTURES, card
 from onnx import numpy_helper
 
 from onnx_bdfix.data import load_data
-from onnx_bdfix.graph import load_model, model_input
-from onnx_bdfix.layers import find_layers
-from onnx_bdfix.patch import PROVENANCE_KEY
-from onnx_bdfix.repair import Repair, RepairConfig
-from onnx_bdfix.triggers import load_trigger
-from onnx_bdfix.verify import evaluate
+from onnx_bdfix.model import load_model, model_input
+from onnx_bdfix.repair.layers import find_layers
+from onnx_bdfix.repair.patch import PROVENANCE_KEY
+from onnx_bdfix.repair import RepairConfig, repair
+from onnx_bdfix.data import load_trigger
+from onnx_bdfix.evaluate import evaluate
 
 N_CLEAN = 100
 
@@ -30,8 +30,8 @@ def repair_fixture(name, out_path, **options):
     # the target is read off the model, not taken from the trigger file
     trigger = replace(load_trigger(folder / "trigger.npz", tuple(spec.sample_shape)),
                       target_class=None)
-    report = Repair(RepairConfig(device="cpu", **options)).run(
-        folder / "model.onnx", clean, trigger, out_path)
+    report = repair(folder / "model.onnx", clean, trigger, out_path,
+                    RepairConfig(device="cpu", **options))
     held_out = load_data(folder / "eval.npz", spec)
     triggered_eval = held_out.rows(trigger=trigger)
     target = card(name)["target_class"]

@@ -17,11 +17,10 @@ from onnx_bdfix.gate import (
     TAKEOVER,
     GateOptions,
     ModelFigures,
-    attack_success,
-    moved_into,
     settle_target,
-    structure_check,
 )
+from onnx_bdfix.gate.checks import structure_check
+from onnx_bdfix.metrics import attack_success, moved_into
 
 SCHEMA = json.loads((ROOT / "docs" / "gate.schema.json").read_text())
 

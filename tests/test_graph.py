@@ -8,15 +8,9 @@ from conftest import init, make_model, mlp, run, tensor_info
 from onnx import helper
 
 from onnx_bdfix.errors import ModelError
-from onnx_bdfix.graph import (
-    expose,
-    has_bypass,
-    intermediate_tensors,
-    load_model,
-    model_input,
-    score_output,
-)
-from onnx_bdfix.layers import find_layers
+from onnx_bdfix.model import GraphIndex, load_model, model_input, score_output
+from onnx_bdfix.model.expose import expose
+from onnx_bdfix.repair.layers import find_layers
 
 
 def residual():
@@ -34,14 +28,14 @@ def residual():
 def test_bypass_is_found_only_for_branch_layers():
     model = residual()
     index = {layer.name: layer.node_index for layer in find_layers(model)}
-    assert not has_bypass(model, {index["fc_in"]}, "y")
-    assert has_bypass(model, {index["fc_branch"]}, "y")
-    assert not has_bypass(model, {index["fc_out"]}, "y")
+    assert not GraphIndex(model).has_bypass({index["fc_in"]}, "y")
+    assert GraphIndex(model).has_bypass({index["fc_branch"]}, "y")
+    assert not GraphIndex(model).has_bypass({index["fc_out"]}, "y")
 
 
 def test_expose_keeps_outputs_first_and_values_equal():
     model = mlp()
-    names = intermediate_tensors(model)
+    names = GraphIndex(model).intermediate_tensors()
     assert names == ["h", "r"]
     exposed = expose(model, names)
     assert [o.name for o in exposed.graph.output] == ["logits", "h", "r"]
@@ -129,7 +123,7 @@ def test_missing_external_data_is_refused(tmp_path):
 def test_saving_with_external_data_keeps_every_field(tmp_path):
     """The written model, its data read back, equals the one saved: only where the bytes
     live changes (weights and a Constant's value go to OUT.data)."""
-    from onnx_bdfix.graph import save_model
+    from onnx_bdfix.model import save_model
     model = mlp()
     model.doc_string, model.graph.doc_string = "model doc", "graph doc"
     onnx.helper.set_model_props(model, {"owner": "test"})

@@ -195,8 +195,8 @@ def test_external_data_missing(work):
 
 
 def test_model_too_large_for_memory(work, monkeypatch):
-    import onnx_bdfix.graph as graph
-    monkeypatch.setattr(graph, "available_memory", lambda: 10_000)
+    import onnx_bdfix.model.load as load
+    monkeypatch.setattr(load, "available_memory", lambda: 10_000)
     refused(repair_args(work), work, r"needs about .* memory")
 
 

@@ -4,13 +4,8 @@ import pytest
 from conftest import init, make_model, run, tensor_info
 from onnx import helper, numpy_helper
 
-from onnx_bdfix.layers import (
-    find_layers,
-    from_matrices,
-    keys,
-    to_matrices,
-    weight_array,
-)
+from onnx_bdfix.repair.keys import keys
+from onnx_bdfix.repair.layers import find_layers, from_matrices, to_matrices, weight_array
 
 CONV_CASES = [
     dict(kernel=(3, 3), pads=[1, 1, 1, 1]),

@@ -18,8 +18,8 @@ from onnx import TensorProto, helper
 
 from onnx_bdfix.data import Dataset
 from onnx_bdfix.diff import diff_models
-from onnx_bdfix.repair import Repair, RepairConfig
-from onnx_bdfix.triggers import Trigger
+from onnx_bdfix.repair import RepairConfig, repair
+from onnx_bdfix.data import Trigger
 
 TARGET = 0
 
@@ -171,8 +171,8 @@ def repair_and_measure(model, backdoor, tmp_path, layers="auto", external=False)
     else:
         onnx.save_model(model, path)
     out = tmp_path / "out.onnx"
-    report = Repair(RepairConfig(device="cpu", layers=layers)).run(
-        path, Dataset(clean, None, "0" * 64, "digits"), trigger, out)
+    report = repair(path, Dataset(clean, None, "0" * 64, "digits"), trigger, out,
+                    RepairConfig(device="cpu", layers=layers))
     onnx.checker.check_model(str(out), full_check=True)
     triggered = trigger.apply(held_x)
     others = held_y != TARGET
@@ -267,12 +267,12 @@ def test_the_over_2gib_path_tested_small(backdoor, tmp_path, monkeypatch):
     """Models over 2 GiB cannot be serialized: ONNX Runtime gets them as a file with the
     weights beside it, shape inference runs on a skeleton. Lowering the limit sends this
     small model down that path (benchmarks/large_model.py runs a real one over 2 GiB)."""
-    import onnx_bdfix.graph as graph
-    monkeypatch.setattr(graph, "LARGE", 1000)
-    monkeypatch.setattr(graph, "SKELETON_BYTES", 100)
+    import onnx_bdfix.model.large as large
+    monkeypatch.setattr(large, "LARGE", 1000)
+    monkeypatch.setattr(large, "SKELETON_BYTES", 100)
     written = []
-    real = graph.write_for_runtime
-    monkeypatch.setattr("onnx_bdfix.collect.write_for_runtime",
+    real = large.write_for_runtime
+    monkeypatch.setattr("onnx_bdfix.model.runtime.write_for_runtime",
                         lambda proto, folder: written.append(folder) or real(proto, folder))
     model = several_outputs(backdoor[0])
     report, figures, original, repaired = repair_and_measure(model, backdoor, tmp_path,

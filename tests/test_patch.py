@@ -5,9 +5,9 @@ import pytest
 from conftest import init, make_model, mlp, run, tensor_info
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_bdfix.graph import load_model, save_model
-from onnx_bdfix.layers import find_layers
-from onnx_bdfix.patch import PROVENANCE_KEY, patched, provenance, set_provenance
+from onnx_bdfix.model import load_model, save_model
+from onnx_bdfix.repair.layers import find_layers
+from onnx_bdfix.repair.patch import PROVENANCE_KEY, patched, provenance, set_provenance
 
 
 def test_only_the_edited_initializer_changes():

@@ -8,12 +8,12 @@ from onnx_bdfix_cli.main import main
 
 from onnx_bdfix.agnostic import agnostic_repair
 from onnx_bdfix.data import load_data
-from onnx_bdfix.graph import load_model, model_input
-from onnx_bdfix.reconstruct import geometry
+from onnx_bdfix.model import load_model, model_input
+from onnx_bdfix.agnostic.geometry import geometry
 from onnx_bdfix.repair import RepairConfig
-from onnx_bdfix.scan import scan
-from onnx_bdfix.triggers import load_trigger
-from onnx_bdfix.verify import evaluate
+from onnx_bdfix.agnostic import scan
+from onnx_bdfix.data import load_trigger
+from onnx_bdfix.evaluate import evaluate
 
 
 def pool(name, n):

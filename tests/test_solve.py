@@ -1,8 +1,8 @@
 """The closed-form edit maps triggered keys to clean outputs and leaves clean outputs alone."""
 import numpy as np
 
-from onnx_bdfix.solve import bdk_correction, spd_solve
-from onnx_bdfix.stats import KeyStats, total
+from onnx_bdfix.repair.solve import bdk_correction, spd_solve
+from onnx_bdfix.repair.stats import KeyStats, total
 
 
 def synthetic(seed=0, n=400, d=20, m=6):

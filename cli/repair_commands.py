@@ -1,0 +1,121 @@
+"""Commands that write a repaired model: ``repair`` and ``demo``."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import click
+
+from onnx_bdfix.agnostic import agnostic_repair
+from onnx_bdfix.data import load_data, load_trigger, load_triggered
+from onnx_bdfix.demo import run_demo
+from onnx_bdfix.model import load_model
+from onnx_bdfix.output import check_output_path, write_atomic
+from onnx_bdfix.repair import RepairConfig, repair as repair_model
+
+from .options import distinct_outputs, device_option, image_options, output_option, runtime_options
+from .progress import progress_display
+
+
+@click.command()
+@click.argument("model", type=click.Path())
+@click.option("--clean", required=True, type=click.Path(),
+              help="Clean samples: .npz (x[, y]) or a folder of images.")
+@click.option("-o", "--out", required=True, type=click.Path(), help="Repaired model to write.")
+@click.option("--trigger", type=click.Path(), help="Trigger .npz: mask+pattern, or delta.")
+@click.option("--triggered", type=click.Path(),
+              help="Triggered copies of the clean samples (.npz, same order).")
+@click.option("--layers", default="auto", show_default=True,
+              help="'auto', or comma-separated layer names (see inspect).")
+@click.option("--target-class", type=int, default=None,
+              help="Backdoor target class (default: the trigger file's, else read off the "
+                   "model).")
+@click.option("--no-repair-step", is_flag=True,
+              help="Do not protect the target class's clean samples.")
+@output_option
+@click.option("--report", type=click.Path(), help="Write the full report as JSON here.")
+@runtime_options()
+@click.option("--eps", type=float, default=None, help="Ridge strength relative to the key scale.")
+@click.option("--max-clean-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Without a trigger: largest held-out loss of agreement with the original "
+                   "model's clean answers that an edit may cost.")
+@image_options
+def repair(model, clean, out, trigger, triggered, layers, target_class, no_repair_step,
+           output_name, report, runtime, eps, max_clean_drop, images):
+    """Repair MODEL; write and verify the repaired model at OUT.
+
+    With --trigger or --triggered the trigger is known. Without either, onnx-bdfix runs in
+    trigger-agnostic mode: it reconstructs the strongest small trigger with ONNX Runtime
+    (patches, blends, waves), then repairs against it.
+    """
+    if trigger and triggered:
+        raise click.UsageError("give at most one of --trigger T.npz or --triggered F.npz")
+    inputs = [model, clean, trigger, triggered]
+    distinct_outputs({"--out": out, "--report": report})
+    if report:
+        check_output_path(report, inputs, "report")
+    loaded = load_model(model)
+    clean_data = load_data(clean, loaded, images, "clean data")
+    config = RepairConfig(layers="auto" if layers == "auto" else layers.split(","),
+                          target_class=target_class, repair_step=not no_repair_step,
+                          output=output_name, device=runtime.device,
+                          batch_size=runtime.batch_size)
+    if eps is not None:
+        config.eps = eps
+    if not trigger and not triggered:
+        click.echo("trigger-agnostic mode: no trigger given, reconstructing one", err=True)
+        result, found = agnostic_repair(loaded, clean_data, out, config, max_clean_drop,
+                                        progress_display())
+        click.echo(f"scan: {found.verdict}; repaired against the strongest trigger found, "
+                   f"{found.best(result.target_class).trigger.source!r} into class "
+                   f"{result.target_class}")
+    else:
+        known = load_trigger(trigger, tuple(clean_data.raw.shape[1:])) if trigger \
+            else load_triggered(triggered, clean_data)
+        result = repair_model(loaded, clean_data, known, out, config, progress_display())
+    if report:
+        write_atomic(report, json.dumps(result.as_dict(), indent=2) + "\n")
+    print_repair(result)
+
+
+def print_repair(result) -> None:
+    click.echo(f"repaired {result.model} -> {result.output_model} on {result.provider}")
+    click.echo(f"target class {result.target_class} ({result.target_class_source})")
+    click.echo(f"edited: {', '.join(result.chosen)}")
+    click.echo(f"why: {result.choice_reason}")
+    parity = result.parity
+    click.echo(f"parity on clean samples: {parity['agreement']:.1%} same class, largest "
+               f"score change {parity['max_score_change']:.4g}")
+    click.echo(quality_table(result.before, result.after))
+
+
+def quality_table(before: dict, after: dict) -> str:
+    def cell(value):
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+    rows = [("clean accuracy", "clean_accuracy"), ("attack success", "attack_success_rate"),
+            ("target-class accuracy", "target_class_accuracy")]
+    lines = [f"{'':24}{'before':>10}{'after':>10}"]
+    lines += [f"{label:24}{cell(before[key]):>10}{cell(after[key]):>10}" for label, key in rows]
+    return "\n".join(lines)
+
+
+@click.command()
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def demo(device: str, as_json: bool) -> None:
+    """Repair a bundled backdoored model and show CA / ASR before and after."""
+    with tempfile.TemporaryDirectory() as workdir:
+        result = run_demo(Path(workdir), device, progress_display())
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"demo: {result['model']}")
+    click.echo(f"repaired with {result['clean_samples']} clean samples, scored on "
+               f"{result['eval_samples']} others ({result['provider']})")
+    click.echo(f"edited layers: {', '.join(result['layers'])}; target class "
+               f"{result['target_class']} (read off the model: {result['inferred_target_class']})")
+    click.echo(quality_table(result["before"], result["after"]))
+
+
+COMMANDS = [repair, demo]

@@ -1,0 +1,69 @@
+"""Trigger-agnostic repair: reconstruct the trigger with ONNX Runtime, then repair as if known.
+
+The scan (:mod:`.scan`) finds, per class, the strongest small triggers. The class it names
+(or the ``--target-class`` hint) goes through the known-trigger pipeline unchanged, with its
+triggers taken in turn, one per cross-validation fold: the strongest and up to three
+runners-up as strong as the alarm level; for a blend, the first is the strongest pattern
+refined toward the backdoor. Each fold's held-out samples carry a reconstruction the other
+folds never saw, so the layer and strength are chosen for how the edit carries over to new
+instances of the trigger, not to the ones it was fitted on. This mode's own choices go to the
+pipeline as data: a second target-key weight (1) and the edit scored with and without the
+logit anchor are cross-validated too, and an edit must keep held-out clean agreement within
+``max_clean_drop``, else the weights are left as they were.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from ..data import Dataset, Trigger, TriggerSet
+from ..metrics import check_target
+from ..model import as_loaded
+from ..model.runtime import Progress
+from ..repair import RepairConfig, RepairReport, repair
+from .refine import refine_blend
+from .scan import ALARM, PROBE, ScanResult, scan
+from .search import Found
+
+
+def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
+                    max_clean_drop: float = 0.01,
+                    progress: Progress | None = None) -> tuple[RepairReport, ScanResult]:
+    """Scan ``model`` (a path or a loaded model), then repair it against the reconstructions
+    of the suspected (or hinted) class."""
+    loaded = as_loaded(model)
+    result = scan(loaded, clean, config.output, config.device, evidence=False)
+    hint = config.target_class
+    if hint is not None:
+        check_target(hint, len(result.found), "--target-class")
+    found = result.best(hint)
+    level = min(found.flip_rate, ALARM)
+    triggers = found.strong(level, most=config.folds)  # one reconstruction per fold
+    if found.params["family"] == "blend":
+        triggers = _refined(result, clean, found, triggers, level)
+    result.runner = None                 # the repair opens its own sessions
+    trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)
+    settings = replace(config, target_class=found.target, mode="agnostic",
+                       max_clean_drop=max_clean_drop, target_weight_grid=(1.0,),
+                       score_without_anchor=True)
+    report = repair(loaded, clean, trigger, out_path, settings, progress,
+                    {"trigger": trigger.source, "trigger_arrays_sha256": trigger.sha256})
+    return report, result
+
+
+def _refined(scanned: ScanResult, clean: Dataset, found: Found, triggers: list[Trigger],
+             level: float) -> list[Trigger]:
+    """Blends with their patterns refined toward the backdoor (:mod:`.refine`), on the
+    scan's own session."""
+    probe = clean.head(PROBE).x
+    return [refine_blend(scanned.runner, scanned.output, probe, trigger, found.target, level,
+                         seed)
+            if _whole_image_blend(trigger) else trigger
+            for seed, trigger in enumerate(triggers)]
+
+
+def _whole_image_blend(trigger: Trigger) -> bool:
+    mask = trigger.arrays.get("mask")
+    return trigger.kind == "blend" and mask is not None and float(np.min(mask)) > 0 \
+        and float(np.ptp(mask)) == 0

@@ -1,0 +1,82 @@
+"""Backdoor scan without labels or trigger: which class can a tiny trigger take over?
+
+For every class, the strongest reconstructed trigger (:mod:`.search`) and the
+share of probe samples it sends there. A backdoor's target class gives itself away: a small
+patch, faint blend or faint wave moves nearly every input into it (0.98–1.0 on every
+backdoored fixture), while on a clean model the best any class reaches is about a third.
+The evidence for the suspected class is how far the triggered activations part from the
+clean ones, layer by layer.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from ..activations import profile
+from ..data import Dataset
+from ..errors import DataError
+from ..model import as_loaded, model_input, score_output
+from ..model.runtime import open_runner
+from .search import Found, search
+
+ALARM = 0.9          # flip rate that marks a class as a backdoor target
+PROBE = 64
+MIN_SAMPLES = 16     # fewer probe samples cannot support a verdict (one flip = 6 %)
+
+
+@dataclass
+class ScanResult:
+    verdict: str                     # "suspicious" or "clean"
+    suspected_class: int | None
+    threshold: float
+    classes: list[dict]              # per class: flip rate (the suspicion score), trigger
+    evidence: list[dict] = field(default_factory=list)   # per tensor, for the top class
+    provider: str = ""
+    found: list[Found] = field(default_factory=list, repr=False)
+    runner: object = field(default=None, repr=False)   # the session it ran, for reuse
+    output: str = ""                                   # the class-score tensor it read
+
+    @property
+    def suspicious(self) -> bool:
+        return self.verdict == "suspicious"
+
+    def best(self, target: int | None = None) -> Found:
+        """The reconstructed trigger of ``target``, or of the most suspicious class."""
+        if target is not None:
+            return next(f for f in self.found if f.target == target)
+        return max(self.found, key=lambda f: f.flip_rate)
+
+    def as_dict(self) -> dict:
+        return {"verdict": self.verdict, "suspected_class": self.suspected_class,
+                "threshold": self.threshold, "classes": self.classes,
+                "evidence": self.evidence, "provider": self.provider}
+
+
+def scan(model, clean: Dataset, output: str | None = None, device: str = "auto",
+         probe: int = PROBE, evidence: bool = True) -> ScanResult:
+    """``model``: a path, or a model already loaded (:class:`~onnx_bdfix.model.LoadedModel`)."""
+    loaded = as_loaded(model)
+    proto = loaded.proto
+    model_input(loaded)
+    name = score_output(loaded, output)
+    if min(probe, len(clean)) < MIN_SAMPLES:
+        raise DataError(f"{clean.source}: a scan needs at least {MIN_SAMPLES} clean samples "
+                        f"to tell a backdoor from chance, and got {min(probe, len(clean))}"
+                        f"{' (--probe)' if probe < len(clean) else ''}; give 64 or more")
+    runner = open_runner(proto, device)
+    probe_x = clean.head(probe).x
+    found = search(runner, name, probe_x)
+    top = max(found, key=lambda f: f.flip_rate)
+    suspicious = top.flip_rate >= ALARM
+    classes = [{"class": f.target, "suspicion": round(f.flip_rate, 4),
+                "trigger": f.trigger.source,
+                "family": f.params["family"],
+                "params": json.loads(json.dumps(f.params))} for f in found]
+    layers = []
+    if evidence:
+        layers = [row.as_dict() for row in
+                  profile(proto, probe_x, top.trigger.apply(probe_x), probe, device)
+                  if row.key_of]
+    return ScanResult("suspicious" if suspicious else "clean",
+                      top.target if suspicious else None, ALARM, classes, layers,
+                      runner.provider, found, runner, name)

@@ -1,0 +1,112 @@
+"""Gradient-free trigger reconstruction with ONNX Runtime alone.
+
+Backdoor triggers are shortcuts: a small patch, a faint blend or a faint wave that sends most
+inputs to one class. The search tries every member of :mod:`.families` on a probe of clean
+samples and keeps, for every class, the triggers that flip the largest share of samples
+there; patches are then refined by local search (flip pattern cells, move by one pixel).
+Each reconstruction is a :class:`~onnx_bdfix.data.Trigger` in the model's layout and scale,
+so the known-trigger repair can use it as it is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data import Trigger
+from ..model.runtime import Runner, scores
+from .families import global_triggers, patch_triggers
+from .geometry import Geometry, geometry, patch
+
+REFINE_STEPS = 40
+RUNNERS_UP = 8
+
+
+@dataclass
+class Found:
+    """The strongest reconstructed trigger for one class, and the runners-up."""
+    target: int
+    flip_rate: float       # share of probe samples not already in the class sent there
+    params: dict
+    trigger: Trigger
+    others: list = field(default_factory=list)   # [(flip rate, Trigger)], strongest first
+
+    def strong(self, level: float, most: int = 4) -> list[Trigger]:
+        """This trigger and the runners-up that reach ``level`` too (at most ``most``)."""
+        return [self.trigger] + [t for rate, t in self.others if rate >= level][:most - 1]
+
+
+def flip_rates(runner: Runner, output: str, probe: np.ndarray, base: np.ndarray,
+               trigger: Trigger, n_classes: int) -> np.ndarray:
+    """(classes,): per class, the share of probe samples outside it that the trigger sends
+    into it."""
+    predicted = scores(runner, trigger.apply(probe), output, len(probe)).argmax(1)
+    rates = np.zeros(n_classes)
+    for cls in range(n_classes):
+        outside = base != cls
+        rates[cls] = (predicted[outside] == cls).mean() if outside.any() else 0.0
+    return rates
+
+
+def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0) -> list[Found]:
+    """The best trigger per class over every family, patches refined by local search."""
+    base = scores(runner, probe, output, len(probe)).argmax(1)
+    n_classes = int(scores(runner, probe[:1], output, 1).shape[1])
+    geo = geometry(probe.shape[1:])
+    low, high = float(np.min(probe)), float(np.max(probe))
+    best: dict[int, Found] = {}
+    for source in (patch_triggers(geo, low, high), global_triggers(geo, low, high)):
+        for params, trigger in source:
+            rates = flip_rates(runner, output, probe, base, trigger, n_classes)
+            _keep_best(best, rates, params, trigger)
+    for found in list(best.values()):
+        if found.params["family"] == "patch":
+            _keep_best_found(best, refine(runner, output, probe, base, found, geo, low, high,
+                                          n_classes, np.random.default_rng(seed)))
+    return [best[cls] for cls in sorted(best)]
+
+
+def _keep_best(best: dict, rates: np.ndarray, params: dict, trigger: Trigger) -> None:
+    for cls, rate in enumerate(rates):
+        if cls not in best:
+            best[cls] = Found(cls, float(rate), params, trigger)
+        elif rate > best[cls].flip_rate:
+            old = best[cls]
+            best[cls] = Found(cls, float(rate), params, trigger,
+                              [(old.flip_rate, old.trigger)] + old.others[:RUNNERS_UP - 1])
+        elif len(best[cls].others) < RUNNERS_UP or rate > best[cls].others[-1][0]:
+            others = sorted(best[cls].others + [(float(rate), trigger)], key=lambda o: -o[0])
+            best[cls].others = others[:RUNNERS_UP]
+
+
+def _keep_best_found(best: dict, found: "Found") -> None:
+    old = best[found.target]
+    if found.flip_rate > old.flip_rate:
+        found.others = [(old.flip_rate, old.trigger)] + old.others[:RUNNERS_UP - 1]
+        best[found.target] = found
+
+
+def refine(runner, output, probe, base, found: Found, geo: Geometry, low, high, n_classes,
+           rng) -> Found:
+    """Local search on a patch: flip one cell or move one pixel, keep what flips more."""
+    params = dict(found.params)
+    cells = np.array(params["cells"])
+    top, left, size = params["top"], params["left"], params["size"]
+    rate = found.flip_rate
+    current = found
+    for _ in range(REFINE_STEPS):
+        new_cells, new_top, new_left = cells.copy(), top, left
+        if rng.random() < 0.5:
+            i, j = rng.integers(size, size=2)
+            new_cells[i, j] = 1 - new_cells[i, j]
+        else:
+            new_top = int(np.clip(top + rng.integers(-1, 2), 0, geo.height - size))
+            new_left = int(np.clip(left + rng.integers(-1, 2), 0, geo.width - size))
+        trigger = patch(geo, new_top, new_left, new_cells, low, high)
+        new_rate = flip_rates(runner, output, probe, base, trigger, n_classes)[found.target]
+        if new_rate >= rate:
+            cells, top, left, rate = new_cells, new_top, new_left, float(new_rate)
+            params.update(top=top, left=left, cells=cells.astype(int).tolist(),
+                          pattern="refined")
+            current = Found(found.target, rate, dict(params), trigger)
+    return current

@@ -1,0 +1,144 @@
+"""Clean and evaluation data: .npz arrays or folders of images, in the model's input layout.
+
+An .npz holds ``x`` (N, ...) already in the model's layout and scale, optional integer
+labels ``y`` (N,), and, for compact integer images, optional ``scale`` and ``offset`` with
+x_model = x * scale + offset. A folder holds images, flat or one subfolder per class.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..host import existing, file_sha256
+from ..model.signature import InputInfo, model_input
+from .images import ImageOptions, load_image_folder
+from .npz import read_npz_x
+
+
+@dataclass
+class Dataset:
+    """Samples as stored (integer or float, possibly memory-mapped), scaled on the way out."""
+    raw: np.ndarray               # (N, *sample_shape) as stored
+    y: np.ndarray | None          # (N,) int64 labels, or None
+    sha256: str
+    source: str
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    @property
+    def x(self) -> np.ndarray:
+        """Every sample as float32 in the model's scale (a full copy: prefer :meth:`rows`)."""
+        return self.rows()[:]
+
+    def head(self, count: int) -> "Dataset":
+        """The first ``count`` samples (a view: nothing is copied)."""
+        labels = None if self.y is None else self.y[:count]
+        return Dataset(self.raw[:count], labels, self.sha256, self.source, self.scale,
+                       self.offset)
+
+    def rows(self, order: np.ndarray | None = None, trigger=None) -> "Rows":
+        return Rows(self.raw, self.scale, self.offset, order, trigger)
+
+
+class Rows:
+    """A lazy view of samples in a given order: ``rows[i:j]`` or ``rows[indices]`` gathers,
+    scales to float32 and, with a trigger, triggers just those samples. Memory follows the
+    batch, not the data set."""
+
+    def __init__(self, raw: np.ndarray, scale: float = 1.0, offset: float = 0.0,
+                 order: np.ndarray | None = None, trigger=None):
+        self.raw, self.scale, self.offset = raw, np.float32(scale), np.float32(offset)
+        self.order, self.trigger = order, trigger
+
+    def __len__(self) -> int:
+        return len(self.order) if self.order is not None else len(self.raw)
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self), *self.raw.shape[1:])
+
+    def __getitem__(self, rows) -> np.ndarray:
+        index = self.order[rows] if self.order is not None else np.arange(len(self.raw))[rows]
+        batch = self.raw[index].astype(np.float32)
+        if self.scale != 1 or self.offset != 0:
+            batch = batch * self.scale + self.offset
+        return self.trigger.apply(batch, index) if self.trigger is not None else batch
+
+
+def load_data(path: str | Path, model, images: ImageOptions | None = None,
+              what: str = "data") -> Dataset:
+    """Samples for ``model`` (its :class:`InputInfo`, or the model itself), checked against
+    its input: an .npz file, or a folder of images read with ``images``."""
+    spec = model if isinstance(model, InputInfo) else model_input(model)
+    path = existing(path, what, DataError, folder_ok=True)
+    if path.is_dir():
+        dataset = Dataset(*load_image_folder(path, spec, images or ImageOptions()), str(path))
+    else:
+        dataset = load_npz(path, what)
+    check_against_input(dataset, spec, what)
+    return dataset
+
+
+def load_npz(path: Path, what: str = "data") -> Dataset:
+    raw, arrays = read_npz_x(path, what)
+    labels = arrays.get("y")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(raw),) or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{what} {path}: 'y' must be {len(raw)} integer labels, "
+                            f"got {labels.dtype} {labels.shape}")
+        labels = labels.astype(np.int64)
+    scale, offset = scale_and_offset(raw, arrays, path, what)
+    return Dataset(raw, labels, file_sha256(path), str(path), scale, offset)
+
+
+def scale_and_offset(raw: np.ndarray, arrays: dict, path: Path, what: str) -> tuple:
+    """``scale`` and ``offset`` as finite numbers; integer samples must state their scale,
+    since 0..255 pixels fed to a model trained on 0..1 would pass every shape check."""
+    if np.issubdtype(raw.dtype, np.integer) and "scale" not in arrays:
+        raise DataError(f"{what} {path}: 'x' holds integers ({raw.dtype}) and the file has no "
+                        "'scale'; add scale (e.g. 1/255 for pixels a model takes in [0, 1], "
+                        "or 1 for a model that takes raw values) and optionally offset")
+    values = []
+    for key, default in (("scale", 1.0), ("offset", 0.0)):
+        value = np.asarray(arrays.get(key, default))
+        if value.size != 1 or not np.issubdtype(value.dtype, np.number) \
+                or not np.isfinite(value).all():
+            raise DataError(f"{what} {path}: '{key}' must be one finite number, got {value!r}")
+        values.append(float(value.reshape(())))
+    if values[0] == 0:
+        raise DataError(f"{what} {path}: 'scale' is 0; every sample would be the same")
+    return tuple(values)
+
+
+def check_against_input(dataset: Dataset, model_input: InputInfo, what: str) -> None:
+    expected = model_input.sample_shape
+    got = list(dataset.raw.shape[1:])
+    fits = len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got))
+    if not fits:
+        shown = "x".join("?" if e is None else str(e) for e in expected)
+        hint = _layout_hint(expected, got)
+        raise DataError(f"{what} {dataset.source}: samples are {'x'.join(map(str, got))}, "
+                        f"the model's input {model_input.name!r} takes {shown}{hint}")
+    if not all_finite(dataset.raw):
+        raise DataError(f"{what} {dataset.source}: 'x' holds NaN or Inf values")
+
+
+def all_finite(raw: np.ndarray, chunk: int = 1024) -> bool:
+    """Checked a chunk at a time, so a memory-mapped file is never read in whole."""
+    if np.issubdtype(raw.dtype, np.integer):
+        return True
+    return all(np.isfinite(raw[start:start + chunk]).all() for start in range(0, len(raw), chunk))
+
+
+def _layout_hint(expected: list, got: list) -> str:
+    if len(expected) == len(got) == 3 and sorted(map(str, expected)) == sorted(map(str, got)):
+        return " (channels in the wrong place? convert between NCHW and NHWC)"
+    return ""
+

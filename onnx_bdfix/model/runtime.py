@@ -1,0 +1,142 @@
+"""ONNX Runtime sessions over a model (or an exposed copy) and batches streamed through them.
+
+The provider is chosen once (``--device``): CUDA when onnxruntime-gpu's provider really
+loads, else the CPU. Every failure of ONNX Runtime becomes a :class:`ModelError`, and a score
+tensor that is not (batch, classes) a clear error that says which output to name.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ..errors import DataError, DeviceError, ModelError
+from .large import is_large, write_for_runtime
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+Progress = Callable[[str, int, int], None]     # (stage, done, total)
+
+
+@dataclass
+class Runner:
+    """An inference session and the provider that really runs it."""
+    session: ort.InferenceSession
+    provider: str
+    input_name: str
+    input_dtype: np.dtype
+    workdir: object = None        # the model's files, for models over 2 GiB (kept alive here)
+
+    def run(self, batch: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+        return self.run_feed({self.input_name: batch.astype(self.input_dtype, copy=False)},
+                             outputs)
+
+    def run_feed(self, feed: dict[str, np.ndarray], outputs: list[str] | None = None
+                 ) -> list[np.ndarray]:
+        """Run on named inputs (a graph's tail takes several); ONNX Runtime failures are
+        errors of the model."""
+        try:
+            return self.session.run(outputs, feed)
+        except (ort.capi.onnxruntime_pybind11_state.Fail,
+                ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+                ort.capi.onnxruntime_pybind11_state.RuntimeException) as exc:
+            raise ModelError(f"ONNX Runtime failed on a batch: {_short(exc)}") from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def providers_for(device: str) -> list[str]:
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    available = ort.get_available_providers()
+    if device == "cuda" and CUDA not in available:
+        raise DeviceError("--device cuda: this onnxruntime has no CUDA provider; "
+                          "install onnx-bdfix[gpu] (onnxruntime-gpu) or use --device cpu")
+    if device in ("cuda", "auto") and CUDA in available:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def open_runner(model: onnx.ModelProto | bytes, device: str = "auto",
+                optimization: str = "all") -> Runner:
+    """A session on ``device``. ONNX Runtime never fuses a node away whose output is a graph
+    output, so exposed tensors are computed as the deployed graph computes them, at 'all'."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+    workdir = None
+    if isinstance(model, bytes) or not is_large(model):
+        source = model if isinstance(model, bytes) else model.SerializeToString()
+    else:                    # over 2 GiB: ONNX Runtime reads it from a file and its weights
+        workdir = tempfile.TemporaryDirectory(prefix="bdfix-ort-")
+        source = str(write_for_runtime(model, Path(workdir.name)))
+    try:
+        session = ort.InferenceSession(source, options, providers=providers_for(device))
+    except DeviceError:
+        raise
+    except Exception as exc:  # onnxruntime raises several unrelated types when loading
+        raise ModelError(f"ONNX Runtime cannot load the model: {_short(exc)}") from exc
+    provider = session.get_providers()[0]
+    if device == "cuda" and provider != CUDA:
+        raise DeviceError("--device cuda: the CUDA provider did not load (check the CUDA and "
+                          "cuDNN libraries); use --device cpu")
+    model_input = session.get_inputs()[0]
+    dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
+    return Runner(session, provider, model_input.name, np.dtype(dtype), workdir)
+
+
+def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def scores(runner: Runner, x: np.ndarray, output: str, batch_size: int,
+           progress: Progress | None = None, stage: str = "scoring") -> np.ndarray:
+    """Class scores (N, classes) as float32, streamed in batches."""
+    parts = []
+    for part in batch_slices(len(x), batch_size):
+        parts.append(per_sample(runner.run(x[part], [output])[0], part.stop - part.start,
+                                output))
+        if progress:
+            progress(stage, part.stop, len(x))
+    return np.concatenate(parts).reshape(len(x), -1)
+
+
+def check_finite(values: dict[str, np.ndarray]) -> None:
+    """Inf or NaN inside the model means samples far outside the scale it was trained on."""
+    for name, value in values.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise DataError(f"the model's tensor {name!r} holds Inf or NaN on these samples: "
+                            "are they in the model's input scale (see 'scale' and 'offset' "
+                            "in the data file)?")
+
+
+def per_sample(value: np.ndarray, rows: int, name: str) -> np.ndarray:
+    """``value`` as (rows, classes) float32 scores, or a clear error."""
+    value = np.asarray(value)
+    check_finite({name: value})
+    if value.ndim < 1 or len(value) != rows or value.size == 0 or \
+            not np.issubdtype(value.dtype, np.number):
+        raise ModelError(f"output {name!r} gives {value.dtype} {value.shape} for a batch of "
+                         f"{rows}; class scores must be (batch, classes): name the right "
+                         "output with --output")
+    value = value.astype(np.float32).reshape(rows, -1)
+    if value.shape[1] < 2:
+        raise ModelError(f"output {name!r} gives one score per sample; onnx-bdfix needs one "
+                         "score per class (for a binary model with a single sigmoid, expose "
+                         "the two-class scores, or name them with --output)")
+    return value

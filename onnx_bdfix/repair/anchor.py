@@ -1,0 +1,111 @@
+"""Repair step, second half: re-anchor the target class's logit after the edit.
+
+Unlearning a backdoor can also weaken the features the target class shares with the trigger,
+so clean samples of that class drift to others. One scalar c ≥ 0 added to the target class's
+logit (through the bias of the layer that produces the logits) restores them. c is read off
+held-out predictions (cross-validation folds, never the samples an edit was fitted on): the
+least c that gives the target class back its share of the clean predictions.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..model.index import index_of
+from .layers import Layer
+
+PASS_THROUGH = {"Identity", "Softmax", "LogSoftmax", "Cast", "Flatten", "Reshape", "Squeeze"}
+
+
+def logit_layer(model, layers: list[Layer], output: str, n_classes: int) -> Layer | None:
+    """The Gemm / MatMul+Add whose biased output is the logits behind ``output``, if any
+    (``model``: a loaded model, its index or a proto)."""
+    index = index_of(model)
+    made_by = index.producers
+    name = output
+    while name in made_by and made_by[name].op_type in PASS_THROUGH:
+        name = made_by[name].input[0]
+    inits = index.initializers
+    for layer in layers:
+        biased_output = layer.output_tensor
+        if layer.followed_by == "Add (bias)":
+            users = index.consumers[layer.output_tensor]
+            biased_output = users[0].output[0]
+        if biased_output == name and layer.bias and layer.groups == 1 \
+                and int(np.prod(inits[layer.bias].dims)) == n_classes:
+            return layer
+    return None
+
+
+def as_logits(scores: np.ndarray) -> np.ndarray:
+    """Probabilities become log-probabilities (same argmax under a logit offset)."""
+    if scores.min() >= 0 and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):
+        return np.log(np.clip(scores, 1e-12, None))
+    return scores
+
+
+def softmax(scores: np.ndarray, target: int | None = None, offset: float = 0.0) -> np.ndarray:
+    logits = as_logits(scores).astype(np.float64)
+    if target is not None:
+        logits[:, target] += offset
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
+                     triggered_scores: np.ndarray, target: int, offset: float = 0.0) -> dict:
+    """Held-out figures of an edit, with ``offset`` on the target logit.
+
+    Counts (attack success, agreement, target-class agreement) and their smooth versions,
+    which are less noisy on a few dozen samples: the mean target probability of triggered
+    non-target samples, and the mean total-variation distance of clean class probabilities
+    from the original model's, over all samples and over the target class's.
+    """
+    reference = before.argmax(1)
+    original = softmax(before)
+    clean = softmax(clean_scores, target, offset)
+    triggered = softmax(triggered_scores, target, offset)
+    distance = 0.5 * np.abs(clean - original).sum(axis=1)                   # (N,)
+    others, own = reference != target, reference == target
+    mean = lambda values, rows: float(values[rows].mean()) if rows.any() else 0.0  # noqa: E731
+    return {"attack_success": mean(triggered.argmax(1) == target, others),
+            "agreement": float((clean.argmax(1) == reference).mean()),
+            "target_agreement": mean(clean.argmax(1) == target, own) if own.any() else None,
+            "trigger_pull": mean(triggered[:, target], others),
+            "clean_shift": float(distance.mean()),
+            "target_shift": mean(distance, own)}
+
+
+def target_mass(scores: np.ndarray, target: int, offset: float = 0.0) -> float:
+    """Mean softmax probability of the target class, with ``offset`` on its logit."""
+    return float(softmax(scores, target, offset)[:, target].mean())
+
+
+def target_offset(before: np.ndarray, after: np.ndarray, target: int) -> float:
+    """c ≥ 0 that gives the target class back its mean probability on the held-out clean
+    samples the original model puts in it (capped at one standard deviation of the target
+    logit); found by bisection."""
+    own = before.argmax(1) == target
+    if not own.any():
+        return 0.0
+    before, after = before[own], after[own]
+    wanted = target_mass(before, target)
+    high = float(np.std(as_logits(after)[:, target]))
+    if target_mass(after, target) >= wanted or high == 0.0:
+        return 0.0
+    if target_mass(after, target, high) <= wanted:
+        return high
+    low = 0.0
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if target_mass(after, target, middle) < wanted else (low, middle)
+    return high
+
+
+def offset_bias(layer: Layer, bias: np.ndarray, target: int, offset: float) -> np.ndarray:
+    """``bias`` with ``offset`` added to the target class's output (Gemm: over beta)."""
+    scale = layer.attrs.get("beta", 1.0) if layer.op == "Gemm" else 1.0
+    moved = bias.astype(np.float64).reshape(-1)
+    moved[target] += offset / scale
+    return moved.reshape(bias.shape).astype(bias.dtype)

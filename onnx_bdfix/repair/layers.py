@@ -1,0 +1,160 @@
+"""Editable layers as key -> value memories: y = W k + b.
+
+For each supported op this module finds the weight matrix W (groups, m, d), with an exact
+inverse back to the initializer; :mod:`.keys` turns the layer's input into keys.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..model.index import index_of
+
+EDITABLE_OPS = ("Conv", "Gemm", "MatMul")
+
+
+@dataclass
+class Layer:
+    """One editable node: its weight initializer, the tensor its keys come from, its output."""
+    name: str
+    op: str
+    node_index: int
+    weight: str              # initializer name
+    key_tensor: str          # the node's data input
+    output_tensor: str
+    weight_shape: tuple
+    weight_dtype: str
+    groups: int
+    key_dim: int             # d: values in one key
+    out_dim: int             # m: outputs per group
+    followed_by: str = ""    # BatchNormalization, Mul/Add or Add (bias), when present
+    bias: str = ""           # initializer added to the output (Conv B, Gemm C, MatMul's Add)
+    shared_weight: bool = False
+    attrs: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        shape = "x".join(map(str, self.weight_shape))
+        extra = f", then {self.followed_by}" if self.followed_by else ""
+        groups = f", {self.groups} groups" if self.groups > 1 else ""
+        return f"{self.op} {self.name}: W {shape} ({self.weight_dtype}), key d={self.key_dim}, " \
+               f"m={self.out_dim}{groups}{extra}"
+
+
+def find_layers(model) -> list[Layer]:
+    """Every Conv / Gemm / MatMul with a constant weight, in graph order (``model``: a loaded
+    model, its index or a proto)."""
+    graph = index_of(model)
+    inits, users = graph.initializers, graph.consumers
+    found, taken = [], set()
+    for index, node in enumerate(graph.graph.node):
+        layer = _as_layer(node, index, inits)
+        if layer is not None:
+            if layer.name in taken:                       # node names need not be unique
+                layer.name = f"{layer.name}_{index}"
+            taken.add(layer.name)
+            layer.followed_by = _follower(node.output[0], users, inits)
+            layer.bias = _bias(node, layer, users, inits)
+            layer.shared_weight = len(users.get(layer.weight, [])) > 1
+            found.append(layer)
+    return found
+
+
+def _as_layer(node: onnx.NodeProto, index: int, inits: dict) -> Layer | None:
+    if node.op_type not in EDITABLE_OPS or node.domain not in ("", "ai.onnx"):
+        return None
+    if len(node.input) < 2 or node.input[1] not in inits or node.input[0] in inits:
+        return None
+    weight = inits[node.input[1]]
+    dtype = helper.tensor_dtype_to_np_dtype(weight.data_type)
+    if not np.issubdtype(dtype, np.floating):
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    shape = tuple(weight.dims)
+    name = node.name or f"{node.op_type}_{index}"
+    common = dict(name=name, op=node.op_type, node_index=index, weight=weight.name,
+                  key_tensor=node.input[0], output_tensor=node.output[0], weight_shape=shape,
+                  weight_dtype=np.dtype(dtype).name, attrs=attrs)
+    if node.op_type == "Conv":
+        if len(shape) not in (3, 4):
+            return None
+        groups = int(attrs.get("group", 1))
+        return Layer(groups=groups, key_dim=int(np.prod(shape[1:])),
+                     out_dim=shape[0] // groups, **common)
+    if len(shape) != 2:
+        return None
+    if node.op_type == "Gemm":
+        d, m = (shape[1], shape[0]) if attrs.get("transB", 0) else shape
+        return Layer(groups=1, key_dim=d, out_dim=m, **common)
+    return Layer(groups=1, key_dim=shape[0], out_dim=shape[1], **common)
+
+
+def _bias(node: onnx.NodeProto, layer: Layer, users: dict, inits: dict) -> str:
+    """The bias initializer, when it holds exactly one value per output channel."""
+    name = ""
+    if node.op_type in ("Conv", "Gemm") and len(node.input) > 2:
+        name = node.input[2]
+    elif layer.followed_by == "Add (bias)":
+        name = next(i for i in users[node.output[0]][0].input if i in inits)
+    if name not in inits or len(users.get(name, [])) != 1:
+        return ""
+    size = int(np.prod(inits[name].dims)) if inits[name].dims else 1
+    return name if size == layer.groups * layer.out_dim else ""
+
+
+def _follower(output: str, users: dict, inits: dict) -> str:
+    after = users.get(output, [])
+    if len(after) != 1:
+        return ""
+    node = after[0]
+    if node.op_type == "BatchNormalization":
+        return "BatchNormalization"
+    constant = any(name in inits for name in node.input)
+    if node.op_type == "Mul" and constant:
+        nxt = users.get(node.output[0], [])
+        if len(nxt) == 1 and nxt[0].op_type == "Add":
+            return "Mul/Add"
+    if node.op_type == "Add" and constant:
+        return "Add (bias)"
+    return ""
+
+
+# ----------------------------------------------------------------- weight <-> matrix
+def weight_array(model, layer: Layer) -> np.ndarray:
+    return numpy_helper.to_array(index_of(model).initializers[layer.weight])
+
+
+def to_matrices(layer: Layer, weight: np.ndarray) -> np.ndarray:
+    """The initializer as W: (groups, m, d) float64."""
+    weight = weight.astype(np.float64)
+    if layer.op == "Conv":
+        return weight.reshape(layer.groups, layer.out_dim, layer.key_dim)
+    if layer.op == "Gemm":
+        b_used = weight.T if layer.attrs.get("transB", 0) else weight     # (d, m)
+        return (layer.attrs.get("alpha", 1.0) * b_used.T)[None]
+    return weight.T[None]                                                  # MatMul: B is (d, m)
+
+
+def from_matrices(layer: Layer, matrices: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_matrices`, in the initializer's shape and dtype."""
+    dtype = np.dtype(layer.weight_dtype)
+    if layer.op == "Conv":
+        return matrices.reshape(layer.weight_shape).astype(dtype)
+    if layer.op == "Gemm":
+        b_used = matrices[0].T / layer.attrs.get("alpha", 1.0)           # (d, m)
+        weight = b_used.T if layer.attrs.get("transB", 0) else b_used
+        return np.ascontiguousarray(weight).astype(dtype)
+    return np.ascontiguousarray(matrices[0].T).astype(dtype)
+
+
+def bias_array(model, layer: Layer) -> np.ndarray:
+    return numpy_helper.to_array(index_of(model).initializers[layer.bias])
+
+
+def shifted_bias(layer: Layer, bias: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``bias`` after adding ``shift`` (groups, m) to the layer's output (Gemm: over beta)."""
+    scale = layer.attrs.get("beta", 1.0) if layer.op == "Gemm" else 1.0
+    moved = bias.astype(np.float64) + shift.reshape(bias.shape) / scale
+    return moved.astype(bias.dtype)

@@ -1,0 +1,100 @@
+"""Known-trigger repair, end to end, as one plain function of named stages:
+
+    plan → order samples → collect → cross-validate → choose → edit → verify and save → report
+
+Every stage is a function of what the earlier ones returned; nothing is kept on objects
+between runs. The trigger-agnostic mode (:mod:`onnx_bdfix.agnostic.repair`) calls this same
+function with reconstructed triggers and its own choices in :class:`RepairConfig`.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import onnx
+
+from ..data import Dataset
+from ..metrics import check_labels, declared_target
+from ..model import as_loaded, save_model
+from ..model.large import copy_proto
+from ..model.runtime import Progress, open_runner, scores
+from .crossval import CandidateResult, best, cross_validate_all
+from .edit import Anchor, edited_model
+from .fit import Fit, Samples, collect_fit, order_samples
+from .patch import set_provenance
+from .plan import Plan, RepairConfig, make_plan
+from .report import Outcome, RepairReport, build_report, provenance
+from .verify import full_check
+
+
+class Clock:
+    """Wall time per stage, for the report's timing fields."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[stage] = round(time.perf_counter() - start, 3)
+
+
+def repair(model, clean: Dataset, triggered, out_path, config: RepairConfig | None = None,
+           progress: Progress | None = None, trigger_info: dict | None = None) -> RepairReport:
+    """Repair ``model`` (a path or a loaded model) and write the verified result to
+    ``out_path``. ``triggered``: the trigger, a set of triggers, or the triggered copies of
+    ``clean``'s samples in the same order. Samples are read a batch at a time; nothing holds
+    all of them as floats. ``trigger_info`` describes the trigger in the provenance
+    (default: its digest)."""
+    config, clock = config or RepairConfig(), Clock()
+    with clock("load"):
+        plan = make_plan(as_loaded(model), clean, out_path, config)
+        samples = order_samples(plan, clean, triggered)
+    with clock("collect"):
+        fit = collect_fit(plan, samples, config, declared_target(config.target_class,
+                                                                 triggered), progress)
+        check_labels(clean.y, fit.collected.clean_scores.shape[1], f"labels of {clean.source}")
+    with clock("choose"):
+        results = cross_validate_all(plan, fit, config)
+        chosen = best(results, config.max_clean_drop, fit.held_out_count)
+    with clock("solve_patch"):
+        repaired = apply_choice(plan, fit, chosen, config)
+        set_provenance(repaired, provenance(plan, clean, trigger_info or {
+            "trigger_sha256": triggered.sha256}, chosen, fit.target, config))
+    with clock("verify"):
+        provider, after = verify_and_save(plan, samples, repaired, out_path, config, progress)
+    labels = clean.y[plan.order] if clean.y is not None else fit.reference
+    return build_report(plan, fit, Outcome(results, chosen, provider, after, labels), config,
+                        out_path, clock.seconds)
+
+
+def apply_choice(plan: Plan, fit: Fit, chosen: CandidateResult | None,
+                 config: RepairConfig) -> onnx.ModelProto:
+    """The chosen edit, computed on every fold's statistics and applied to a copy; an
+    unchanged copy when no edit kept within the bound."""
+    if chosen is None:
+        return copy_proto(plan.loaded.proto)
+    layers = [plan.by_name[name] for name in chosen.layers]
+    anchor = Anchor(fit.anchor_layer, fit.target, chosen.target_offset) \
+        if fit.anchor_layer else None
+    return edited_model(plan.loaded.proto, layers,
+                        fit.stats(layers, None, chosen.target_weight),
+                        (chosen.alpha, chosen.eps, config.overshoot), anchor)
+
+
+def verify_and_save(plan: Plan, samples: Samples, repaired: onnx.ModelProto, out_path,
+                    config: RepairConfig, progress: Progress | None
+                    ) -> tuple[str, tuple[np.ndarray, np.ndarray]]:
+    """Run the repaired model in memory, then write it and check the file before it is
+    renamed into place. Returns the provider and the (clean, triggered) scores it gave."""
+    runner = open_runner(repaired, config.device, "all")
+    checked = slice(0, min(len(samples.clean), config.verify_samples))
+    after = tuple(scores(runner, rows[checked], plan.output, config.batch_size, progress,
+                         "verifying") for rows in (samples.clean, samples.triggered))
+    save_model(repaired, out_path, plan.loaded.external_tensors,
+               check=functools.partial(full_check, original=plan.loaded.path),
+               inputs=plan.loaded.external_files)
+    return runner.provider, after

@@ -1,0 +1,101 @@
+"""What a repair is asked to do (:class:`RepairConfig`) and what it works on (:class:`Plan`):
+the model's layers, the candidate layer sets, and the samples ordered by cross-validation fold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import KFold
+
+from ..data import Dataset
+from ..errors import DataError, ModelError
+from ..model import LoadedModel, model_input, score_output
+from ..model.save import check_model_output
+from .candidates import pick_layers
+from .layers import Layer, find_layers
+
+MIN_SAMPLES = 8
+
+
+@dataclass
+class RepairConfig:
+    """Parameters of a repair; recorded in the provenance of the file it writes.
+
+    The trigger-agnostic mode passes its own choices as data: a second target-key weight to
+    cross-validate (``target_weight_grid``), scoring each edit without the logit anchor too
+    (``score_without_anchor``), and the bound on clean cost (``max_clean_drop``). ``mode`` is
+    a label for the provenance; no step reads it.
+    """
+    layers: str | list[str] = "auto"   # "auto" or layer names
+    target_class: int | None = None
+    repair_step: bool = True
+    target_weight: float | None = None  # weight of target-class clean keys; None: n_classes
+    target_weight_grid: tuple = ()      # further target-key weights to cross-validate
+    score_without_anchor: bool = False  # also score each edit with no target-logit anchor
+    alpha: float | None = 0.1           # weight of the triggered term; None: cross-validated
+    overshoot: float = 0.25             # push triggered outputs past clean, away from the shift
+    alpha_grid: tuple = (0.3, 1.0)
+    eps: float | None = None            # ridge ε; None: chosen by cross-validation
+    eps_grid: tuple = (1e-2, 1e-1)
+    folds: int = 4
+    cv_samples: int = 512               # held-out scoring uses at most this many samples
+    max_auto_layers: int = 4
+    verify_samples: int = 512           # the repaired model is re-run on at most this many
+    output: str | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    seed: int = 0
+    max_clean_drop: float | None = None  # edit only within this loss of held-out agreement
+    mode: str = "bdk"                   # "bdk": trigger given; "agnostic": reconstructed
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the repair works on: the model, its layers, the candidate sets, the fold order."""
+    loaded: LoadedModel
+    output: str
+    layers: list[Layer]
+    sets: list[tuple[str, ...]]
+    order: np.ndarray          # (N,) sample permutation that groups the folds
+    bounds: list[int]          # fold f holds rows bounds[f]:bounds[f + 1] of the permuted data
+
+    @property
+    def by_name(self) -> dict[str, Layer]:
+        return {layer.name: layer for layer in self.layers}
+
+    @property
+    def involved(self) -> list[Layer]:
+        return [layer for layer in self.layers if any(layer.name in s for s in self.sets)]
+
+    @property
+    def folds(self) -> int:
+        return len(self.bounds) - 1
+
+
+def fold_order(n: int, folds: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    """A permutation that puts the samples of each fold together, and the fold bounds
+    (scikit-learn's shuffled K-fold split)."""
+    parts = [test for _, test in KFold(folds, shuffle=True, random_state=seed).split(
+        np.zeros((n, 1)))]
+    bounds = np.cumsum([0] + [len(part) for part in parts]).tolist()
+    return np.concatenate(parts), bounds
+
+
+def make_plan(loaded: LoadedModel, clean: Dataset, out_path, config: RepairConfig) -> Plan:
+    """Every check that can refuse the job, before any work; then layers and folds."""
+    check_model_output(out_path, [clean.source, *loaded.external_files],
+                       bool(loaded.external_tensors), model=loaded.path)
+    model_input(loaded)                      # one float data input, or a clear error
+    output = score_output(loaded, config.output)
+    layers = find_layers(loaded)
+    if not layers:
+        raise ModelError("the model has no editable layer (Conv, Gemm or MatMul with a "
+                         "constant weight)")
+    if len(clean) < MIN_SAMPLES:
+        raise DataError(f"{clean.source}: {len(clean)} clean samples; at least "
+                        f"{MIN_SAMPLES} are needed (100 or more work well)")
+    sets = pick_layers(config.layers, layers, loaded.index, output, config.max_auto_layers)
+    folds = min(config.folds, max(2, len(clean) // 10))
+    order, bounds = fold_order(len(clean), folds, config.seed)
+    return Plan(loaded, output, layers, sets, order, bounds)

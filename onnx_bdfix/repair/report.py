@@ -1,0 +1,103 @@
+"""What a repair reports: the layers and why, every candidate it cross-validated, the repair
+step, parity and quality before and after; and the provenance written into the model."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .. import __version__
+from ..data import Dataset
+from ..metrics import parity, quality
+from .crossval import CandidateResult
+from .evidence import layer_evidence
+from .fit import Fit
+from .plan import Plan, RepairConfig
+
+
+@dataclass
+class RepairReport:
+    model: str
+    output_model: str
+    score_output: str
+    provider: str
+    target_class: int
+    target_class_source: str
+    layers: list[dict]
+    chosen: list[str]
+    choice_reason: str
+    candidates: list[dict]
+    chosen_figures: dict
+    repair_step: dict
+    parity: dict
+    before: dict
+    after: dict
+    timings: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the repair chose and what the repaired model answered."""
+    results: list[CandidateResult]
+    chosen: CandidateResult | None
+    provider: str
+    after: tuple[np.ndarray, np.ndarray]    # (checked, classes) clean and triggered scores
+    labels: np.ndarray                      # (N,) true labels, or the original's answers
+
+
+def build_report(plan: Plan, fit: Fit, outcome: Outcome, config: RepairConfig, out_path,
+                 timings: dict) -> RepairReport:
+    chosen, collected = outcome.chosen, fit.collected
+    checked = len(outcome.after[0])             # samples the repaired model was re-run on
+    labels = outcome.labels[:checked]
+    evidence = layer_evidence(plan.loaded.index, plan.layers, plan.involved, collected.stats,
+                              plan.output, chosen.layers if chosen else ())
+    return RepairReport(
+        model=str(plan.loaded.path), output_model=str(out_path), score_output=plan.output,
+        provider=outcome.provider, target_class=fit.target,
+        target_class_source=fit.target_source, layers=[e.as_dict() for e in evidence],
+        chosen=list(chosen.layers) if chosen else [],
+        choice_reason=reason(chosen, outcome.results, config),
+        chosen_figures=chosen.as_dict() if chosen else {},
+        repair_step=repair_step(fit, chosen, config),
+        candidates=[r.as_dict() for r in outcome.results],
+        parity=parity(collected.clean_scores[:checked], outcome.after[0]).as_dict(),
+        before=quality(collected.clean_scores[:checked], collected.triggered_scores[:checked],
+                       labels, fit.target).as_dict(),
+        after=quality(*outcome.after, labels, fit.target).as_dict(),
+        timings=timings, config=asdict(config))
+
+
+def repair_step(fit: Fit, chosen: CandidateResult | None, config: RepairConfig) -> dict:
+    return {"enabled": config.repair_step,
+            "target_key_weight": chosen.target_weight if chosen else fit.target_weight,
+            "target_samples": int((fit.reference == fit.target).sum()),
+            "anchor_layer": fit.anchor_layer.name if fit.anchor_layer else None,
+            "target_logit_offset": chosen.target_offset if chosen else 0.0}
+
+
+def reason(chosen: CandidateResult | None, results: list[CandidateResult],
+           config: RepairConfig) -> str:
+    if chosen is None:
+        return (f"no candidate edit kept held-out clean agreement within "
+                f"{config.max_clean_drop:.1%}: the weights are left unchanged")
+    named = "" if config.layers in ("auto", ["auto"]) else "layers named with --layers; "
+    return (f"{named}lowest smooth held-out score (trigger pull + clean and target-class "
+            f"shift) of {len(results)} candidates (layers x strength): "
+            f"alpha={chosen.alpha:g}, eps={chosen.eps:g}, {chosen.attack_success:.1%} attack "
+            f"success, {chosen.agreement:.1%} clean agreement")
+
+
+def provenance(plan: Plan, clean: Dataset, trigger_info: dict,
+               chosen: CandidateResult | None, target: int, config: RepairConfig) -> dict:
+    """How the file was made: tool, inputs' digests, the trigger, the edit, every parameter."""
+    edit = {"layers": list(chosen.layers), "alpha": chosen.alpha, "eps": chosen.eps,
+            "target_logit_offset": chosen.target_offset} if chosen else {"layers": []}
+    return {"tool": "onnx-bdfix", "version": __version__, "mode": config.mode,
+            "input_sha256": plan.loaded.sha256, "clean_sha256": clean.sha256,
+            "clean_samples": len(clean), "target_class": target, **trigger_info, **edit,
+            "parameters": asdict(config)}
