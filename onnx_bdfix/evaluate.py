@@ -5,7 +5,7 @@ with, so the two report the same target class and attack success rate on the sam
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,6 +20,8 @@ from .metrics import (
     moved_into,
     per_class_accuracy,
     quality,
+    taken_over,
+    takeover,
 )
 from .model import as_loaded, model_input, score_output
 from .model.runtime import Progress, open_runner, scores
@@ -78,6 +80,13 @@ def evaluate(model, data: Dataset, triggered=None, target: int | None = None,
     elif landed is not None:
         target, source = infer_target(labels, predicted, landed.argmax(1), n_classes)[0], \
             INFERRED
-    return Evaluation(quality(clean, landed, labels, target), target, source or "none",
-                      runner.provider, per_class_accuracy(predicted, data.y, n_classes),
-                      predicted, shares)
+    figures = quality(clean, landed, labels, target)
+    moved = None if landed is None else \
+        takeover(shares, target, figures.attack_success_rate)
+    if moved is not None:        # a given target that the backdoor does not use
+        source = taken_over(target, moved[1])
+        figures = replace(quality(clean, landed, labels, moved[0]),
+                          attack_success_rate=moved[1])
+        target = moved[0]
+    return Evaluation(figures, target, source or "none", runner.provider,
+                      per_class_accuracy(predicted, data.y, n_classes), predicted, shares)

@@ -7,7 +7,8 @@ accuracy, parity, the backdoor's target class and its range. ``evaluate``, ``rep
   true labels are unknown).
 - Target class, when none is given: the class the trigger moves the largest share of other
   classes' correctly classified samples into (samples the model already gets wrong stay
-  out, so natural confusion is not read as an attack).
+  out, so natural confusion is not read as an attack). When one is given, a class the
+  trigger takes over (``TAKEOVER``) instead is reported in its place, with that share.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from .errors import DataError, InputError
 
+TAKEOVER = 0.25      # a trigger moving this share of samples into one class is a backdoor
 INFERRED = "inferred: the class the trigger moves the largest share of other classes' " \
            "correctly classified samples into"
 
@@ -73,6 +75,23 @@ def infer_target(labels: np.ndarray, predicted: np.ndarray, landed: np.ndarray,
     shares = moved_into(labels, predicted, landed, n_classes)
     target = int(np.argmax(shares))
     return target, attack_success(labels, landed, target) or 0.0
+
+
+def takeover(shares: list[float], target: int, rate: float | None) -> tuple[int, float] | None:
+    """A declared target does not hide a backdoor that sends the trigger elsewhere: the class
+    the trigger moves at least ``TAKEOVER`` of other classes' correctly classified samples
+    into (``shares``: :func:`moved_into`), when that is not ``target`` and beats its
+    ``rate``; (class, share), or None."""
+    worst = int(np.argmax(shares)) if len(shares) else target
+    share = shares[worst] if len(shares) else 0.0
+    if worst != target and share >= TAKEOVER and share > (rate or 0.0):
+        return worst, share
+    return None
+
+
+def taken_over(target: int, share: float) -> str:
+    return f"the trigger takes {share:.0%} of other classes' samples into it, not into the " \
+           f"given class {target}"
 
 
 def per_class_accuracy(predicted: np.ndarray, labels: np.ndarray | None,

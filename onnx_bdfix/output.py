@@ -35,19 +35,25 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable = (), what: str 
     missing or cannot be written."""
     path = Path(path)
     try:
-        target = literal(path)
-        inputs = [given for given in inputs if given]
-        if any(target in (literal(given), Path(given).resolve()) for given in inputs):
-            raise OutputPathError(f"{path}: the {what} must not overwrite {inputs_are}")
-        if path.is_dir() and not path.is_symlink():
-            raise OutputPathError(f"{path}: is a folder; give a file name for the {what}")
+        folder = path.parent.resolve()
     except OSError as exc:
         raise OutputPathError(f"{shorten(path)}: cannot be used as the {what} "
                               f"({exc.strerror or exc})") from exc
-    folder = target.parent
     if not folder.is_dir():
-        raise OutputPathError(f"{path}: folder {folder} does not exist")
+        raise OutputPathError(f"{shorten(path)}: folder {shorten(folder)} does not exist")
     check_name_length(folder, path.name, what)
+    try:
+        target = folder / path.name
+        inputs = [given for given in inputs if given]
+        if any(target in (literal(given), Path(given).resolve()) for given in inputs):
+            raise OutputPathError(f"{shorten(path)}: the {what} must not overwrite "
+                                  f"{inputs_are}")
+        if path.is_dir() and not path.is_symlink():
+            raise OutputPathError(f"{shorten(path)}: is a folder; give a file name for the "
+                                  f"{what}")
+    except OSError as exc:
+        raise OutputPathError(f"{shorten(path)}: cannot be used as the {what} "
+                              f"({exc.strerror or exc})") from exc
     check_writable(folder, path)
 
 

@@ -222,3 +222,37 @@ def test_a_given_target_does_not_hide_a_backdoor_elsewhere():
 def test_gate_with_the_wrong_target_still_fails_the_backdoor():
     code, stdout, _ = gate(*fixture_args("cnn_badnets"), "--target-class", "3")
     assert code == 1 and "not into the given class 3" in stdout
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("cnn_badnets", []),                            # target named in the trigger file
+    ("cnn_blended", ["--target-class", "0"]),       # given, and the wrong one
+    ("resnet_sig", ["--target-class", str(card("resnet_sig")["target_class"])]),
+])
+def test_evaluate_and_gate_agree_on_target_and_attack_success(name, extra, tmp_path):
+    """The same inputs give the same target class and attack success rate in both."""
+    folder = FIXTURES / name
+    args = [folder / "model.onnx", "--data", folder / "eval.npz", "--trigger",
+            folder / "trigger.npz", *extra]
+    evaluated = CliRunner().invoke(main, ["evaluate", *map(str, args), "--json",
+                                          "--device", "cpu"])
+    gated = json.loads(gate(*args, "--json")[1])
+    figures = json.loads(evaluated.stdout)
+    assert figures["target_class"] == gated["model"]["target_class"]
+    assert figures["attack_success_rate"] == gated["model"]["attack_success_rate"]
+
+
+def test_evaluate_and_gate_agree_when_the_target_is_inferred(tmp_path):
+    """A trigger file without a target: both read the same class off the model."""
+    folder = FIXTURES / "cnn_blended"
+    with np.load(folder / "trigger.npz") as stored:
+        arrays = {key: stored[key] for key in stored.files if key != "target_class"}
+    np.savez(tmp_path / "t.npz", **arrays)
+    args = [folder / "model.onnx", "--data", folder / "eval.npz", "--trigger",
+            tmp_path / "t.npz"]
+    evaluated = json.loads(CliRunner().invoke(
+        main, ["evaluate", *map(str, args), "--json", "--device", "cpu"]).stdout)
+    gated = json.loads(gate(*args, "--json")[1])
+    assert evaluated["target_class"] == gated["model"]["target_class"] \
+        == card("cnn_blended")["target_class"]
+    assert evaluated["attack_success_rate"] == gated["model"]["attack_success_rate"]

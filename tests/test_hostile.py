@@ -328,3 +328,86 @@ def test_a_single_score_output_is_refused(work):
     refused(repair_args(work, model=write_model(work, model), clean=work / "in" / "flat.npz",
                         trigger=work / "in" / "flat_trigger.npz") + ["--output", "p"], work,
             "one score per sample")
+
+
+# ------------------------------------------- every file the tool writes, the same rule
+def test_report_over_the_input_model_is_refused(work):
+    refused(repair_args(work) + ["--report", work / "in" / "model.onnx"], work,
+            "must not overwrite")
+
+
+def test_report_over_the_clean_data_is_refused(work):
+    refused(repair_args(work) + ["--report", work / "in" / "clean.npz"], work,
+            "must not overwrite")
+
+
+@pytest.mark.parametrize("option", ["--report", "-o"])
+def test_an_over_long_output_name_is_refused(work, option):
+    long_name = work / "out" / ("r" * 300 + ".json")
+    args = repair_args(work) if option == "--report" else repair_args(work, out=long_name)
+    if option == "--report":
+        args += ["--report", long_name]
+    refused(args, work, "longer than")
+
+
+def test_an_over_long_input_name_is_refused(work):
+    refused(repair_args(work, clean=work / "in" / ("c" * 300 + ".npz")), work,
+            "cannot be read|no such file")
+
+
+def test_gate_report_over_long_name(work):
+    refused(["gate", work / "in" / "model.onnx", "--data", work / "in" / "clean.npz",
+             "--trigger", work / "in" / "trigger.npz", "--junit",
+             work / "out" / ("j" * 300 + ".xml")], work, "longer than")
+
+
+def test_a_symlink_at_the_output_name_is_replaced_not_written_through(work, tmp_path_factory):
+    """A link planted at the output name, pointing at a file elsewhere, is replaced by the
+    new file; the file it pointed at keeps its bytes."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "precious.txt"
+    elsewhere.write_text("keep me")
+    for name in ("fixed.onnx", "report.json"):
+        (work / "out" / name).symlink_to(elsewhere)
+    result = CliRunner().invoke(main, [str(a) for a in repair_args(work)]
+                                + ["--report", str(work / "out" / "report.json")])
+    assert result.exit_code == 0, result.stderr
+    assert elsewhere.read_text() == "keep me"
+    for name in ("fixed.onnx", "report.json"):
+        assert not (work / "out" / name).is_symlink()
+    onnx.checker.check_model(str(work / "out" / "fixed.onnx"))
+
+
+def test_an_output_linked_to_an_input_does_not_change_the_input(work):
+    model = work / "in" / "model.onnx"
+    before = model.read_bytes()
+    (work / "out" / "fixed.onnx").symlink_to(model)
+    result = CliRunner().invoke(main, [str(a) for a in repair_args(work)])
+    assert result.exit_code == 0, result.stderr
+    assert model.read_bytes() == before
+    assert not (work / "out" / "fixed.onnx").is_symlink()
+
+
+# ----------------------------------------------------------- data a careless user gives
+def test_a_decompression_bomb_image_is_refused(work):
+    from PIL import Image
+    folder = work / "in" / "images"
+    folder.mkdir()
+    Image.new("L", (28, 28)).save(folder / "a.png")
+    Image.new("1", (20000, 20000)).save(folder / "bomb.png")      # 400 Mpixel, a few kB
+    refused(repair_args(work, clean=folder), work, "decompression bomb")
+
+
+def test_labels_outside_the_models_classes_are_refused(work):
+    with np.load(BADNETS / "eval.npz") as pool:
+        np.savez(work / "in" / "labelled.npz", x=pool["x"][:50], scale=pool["scale"],
+                 y=np.full(50, 99, np.int64))
+    refused(["evaluate", work / "in" / "model.onnx", "--data", work / "in" / "labelled.npz",
+             "--trigger", work / "in" / "trigger.npz", "--device", "cpu"], work,
+            "label 99 is out of range")
+
+
+def test_scan_on_too_few_samples_says_how_many_it_needs(work):
+    with np.load(BADNETS / "clean.npz") as pool:
+        np.savez(work / "in" / "one.npz", x=pool["x"][:1], scale=pool["scale"])
+    refused(["scan", work / "in" / "model.onnx", "--clean", work / "in" / "one.npz",
+             "--device", "cpu"], work, "at least 16 clean samples")

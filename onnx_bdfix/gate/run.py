@@ -24,12 +24,10 @@ from ..data import Dataset, Trigger, TriggerSet, check_against_input
 from ..diff import diff_protos
 from ..errors import DataError, InputError
 from ..evaluate import evaluate, triggered_rows
-from ..metrics import declared_target
+from ..metrics import TAKEOVER, declared_target, taken_over, takeover
 from ..model import LoadedModel, as_loaded, model_input
 from .checks import accuracy_check, asr_check, drop_check, scan_check, structure_check
 from .result import GateOptions, GateResult, ModelFigures
-
-TAKEOVER = 0.25      # a trigger moving this share of samples into one class is a backdoor
 
 
 def run_gate(model, data: Dataset, triggered=None, options: GateOptions | None = None,
@@ -85,14 +83,11 @@ def measure(loaded: LoadedModel, data: Dataset, triggered, options: GateOptions,
 
 def guard_takeover(model: ModelFigures) -> None:
     """A given target does not hide a backdoor that sends the trigger elsewhere: a class the
-    trigger takes ``TAKEOVER`` of the samples into is held to the limit instead."""
-    worst = int(np.argmax(model.moved_into))
-    share = model.moved_into[worst]
-    if worst != model.target_class and share >= TAKEOVER and \
-            share > (model.attack_success_rate or 0.0):
-        model.set_target(worst, share, f"the trigger takes {share:.0%} of other classes' "
-                         f"samples into it, not into the given class "
-                         f"{model.target_class}")
+    trigger takes ``TAKEOVER`` of the samples into is held to the limit instead (the rule of
+    :func:`onnx_bdfix.metrics.takeover`, which ``evaluate`` applies too)."""
+    moved = takeover(model.moved_into, model.target_class, model.attack_success_rate)
+    if moved is not None:
+        model.set_target(*moved, taken_over(model.target_class, moved[1]))
 
 
 def settle_target(model: ModelFigures, reference: ModelFigures) -> None:
