@@ -19,11 +19,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from onnx_bdfix.agnostic import agnostic_repair  # noqa: E402
-from onnx_bdfix.data import load_data  # noqa: E402
+from onnx_bdfix.data import (
+    load_data,  # noqa: E402
+    load_trigger,  # noqa: E402
+)
+from onnx_bdfix.evaluate import evaluate  # noqa: E402
 from onnx_bdfix.model import load_model, model_input  # noqa: E402
 from onnx_bdfix.repair import RepairConfig  # noqa: E402
-from onnx_bdfix.data import load_trigger  # noqa: E402
-from onnx_bdfix.evaluate import evaluate  # noqa: E402
 
 FIXTURES = HERE.parent / "fixtures"
 

@@ -100,10 +100,9 @@ def bdfix(model_path: Path, clean, trigger, work: Path) -> tuple[float, Path]:
 def fixture_run(n: int, epochs: int) -> dict:
     import torch
 
-    from onnx_bdfix.data import load_data
-    from onnx_bdfix.model import load_model, model_input
-    from onnx_bdfix.data import load_trigger
+    from onnx_bdfix.data import load_data, load_trigger
     from onnx_bdfix.evaluate import evaluate
+    from onnx_bdfix.model import load_model, model_input
     folder = HERE.parent / "fixtures" / "cnn_badnets"
     proto = load_model(folder / "model.onnx").proto
     spec = model_input(proto)
@@ -130,8 +129,7 @@ def fixture_run(n: int, epochs: int) -> dict:
 def resnet_run(epochs: int, n: int = 1000, timed_epochs: int = 2) -> dict:
     from models import resnet18
 
-    from onnx_bdfix.data import Dataset
-    from onnx_bdfix.data import Trigger
+    from onnx_bdfix.data import Dataset, Trigger
     proto = resnet18()
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, size=(n, 3, 32, 32)).astype(np.float32)

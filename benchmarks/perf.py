@@ -49,11 +49,10 @@ def make_inputs(folder: Path, model: str, n: int) -> None:
 
 def child(folder: Path, batch_size: int) -> dict:
     """One measured run: the floor, then the repair, in this process."""
-    from onnx_bdfix.model.runtime import open_runner, scores
-    from onnx_bdfix.data import load_data
+    from onnx_bdfix.data import load_data, load_trigger
     from onnx_bdfix.model import load_model, model_input
+    from onnx_bdfix.model.runtime import open_runner, scores
     from onnx_bdfix.repair import RepairConfig, repair
-    from onnx_bdfix.data import load_trigger
 
     spec = model_input(load_model(folder / "model.onnx").proto)
     clean = load_data(folder / "clean.npz", spec)

@@ -13,7 +13,13 @@ from onnx_bdfix.gate.report import html_report, junit_xml
 from onnx_bdfix.model import load_model
 from onnx_bdfix.output import check_output_path, write_atomic
 
-from .options import distinct_outputs, evaluation_options, image_options, output_option, runtime_options
+from .options import (
+    distinct_outputs,
+    evaluation_options,
+    image_options,
+    output_option,
+    runtime_options,
+)
 from .progress import progress_display
 
 

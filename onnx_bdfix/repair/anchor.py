@@ -9,7 +9,6 @@ least c that gives the target class back its share of the clean predictions.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from ..model.index import index_of
 from .layers import Layer

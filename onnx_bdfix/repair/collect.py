@@ -55,8 +55,9 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x, triggered_
     runner = open_runner(expose(model, [output] + key_names), device, "all")
     # a Gemm with transA reads its input batch-last: such tensors are not kept (held-out
     # scoring then runs the whole model)
-    kept_names = [name for name in key_names if name not in {
-        layer.key_tensor for layer in layers if layer.op == "Gemm" and layer.attrs.get("transA", 0)}]
+    batch_last = {layer.key_tensor for layer in layers
+                  if layer.op == "Gemm" and layer.attrs.get("transA", 0)}
+    kept_names = [name for name in key_names if name not in batch_last]
     keep = keep_per_fold if triggered_x is not None else 0
     result = Collected({layer.name: [] for layer in layers}, [], [],
                        {layer.name: [] for layer in layers} if mark else None,

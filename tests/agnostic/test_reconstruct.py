@@ -5,11 +5,11 @@ import pytest
 from conftest import init, make_model, tensor_info
 from onnx import helper
 
-from onnx_bdfix.model.runtime import open_runner
 from onnx_bdfix.agnostic.geometry import blend, geometry
 from onnx_bdfix.agnostic.refine import refine_blend, weakest_ratio
-from onnx_bdfix.repair.crossval import within_bound
 from onnx_bdfix.data import TriggerSet
+from onnx_bdfix.model.runtime import open_runner
+from onnx_bdfix.repair.crossval import within_bound
 
 
 def pattern_detector(weights: np.ndarray):

@@ -6,14 +6,12 @@ from click.testing import CliRunner
 from conftest import FIXTURES, card
 from onnx_bdfix_cli.main import main
 
-from onnx_bdfix.agnostic import agnostic_repair
-from onnx_bdfix.data import load_data
-from onnx_bdfix.model import load_model, model_input
+from onnx_bdfix.agnostic import agnostic_repair, scan
 from onnx_bdfix.agnostic.geometry import geometry
-from onnx_bdfix.repair import RepairConfig
-from onnx_bdfix.agnostic import scan
-from onnx_bdfix.data import load_trigger
+from onnx_bdfix.data import load_data, load_trigger
 from onnx_bdfix.evaluate import evaluate
+from onnx_bdfix.model import load_model, model_input
+from onnx_bdfix.repair import RepairConfig
 
 
 def pool(name, n):

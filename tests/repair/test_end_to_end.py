@@ -11,13 +11,12 @@ import pytest
 from conftest import BACKDOORED, FIXTURES, card
 from onnx import numpy_helper
 
-from onnx_bdfix.data import load_data
+from onnx_bdfix.data import load_data, load_trigger
+from onnx_bdfix.evaluate import evaluate
 from onnx_bdfix.model import load_model, model_input
+from onnx_bdfix.repair import RepairConfig, repair
 from onnx_bdfix.repair.layers import find_layers
 from onnx_bdfix.repair.patch import PROVENANCE_KEY
-from onnx_bdfix.repair import RepairConfig, repair
-from onnx_bdfix.data import load_trigger
-from onnx_bdfix.evaluate import evaluate
 
 N_CLEAN = 100
 

@@ -3,10 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onnx_bdfix.data import ImageOptions, load_data
+from onnx_bdfix.data import ImageOptions, load_data, load_trigger, load_triggered
 from onnx_bdfix.errors import DataError, TriggerError
 from onnx_bdfix.model import InputInfo
-from onnx_bdfix.data import load_trigger, load_triggered
 
 GRAY = InputInfo("x", [None, 1, 6, 5], np.dtype(np.float32))
 RGB_NHWC = InputInfo("x", [None, 6, 5, 3], np.dtype(np.float32))

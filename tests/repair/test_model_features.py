@@ -16,10 +16,9 @@ import pytest
 from conftest import init, tensor_info
 from onnx import TensorProto, helper
 
-from onnx_bdfix.data import Dataset
+from onnx_bdfix.data import Dataset, Trigger
 from onnx_bdfix.diff import diff_models
 from onnx_bdfix.repair import RepairConfig, repair
-from onnx_bdfix.data import Trigger
 
 TARGET = 0
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from conftest import mlp, run
 
+from onnx_bdfix.errors import DeviceError
 from onnx_bdfix.model.runtime import open_runner, providers_for
 from onnx_bdfix.repair.collect import collect_statistics
-from onnx_bdfix.errors import DeviceError
 from onnx_bdfix.repair.layers import find_layers
 from onnx_bdfix.repair.stats import total
 
