@@ -32,6 +32,11 @@ def load_image_folder(folder: Path, model_input: InputInfo, options: ImageOption
     if not files:
         raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     channels, size = _image_geometry(model_input, options)
+    for name, values in (("--mean", options.mean), ("--std", options.std)):
+        if len(values) not in (1, channels):
+            raise DataError(f"{name} gives {len(values)} values; the model's images have "
+                            f"{channels} channel{'s' if channels > 1 else ''}: give 1 or "
+                            f"{channels}")
     images = np.stack([_read_image(path, channels, size) for path in files])   # (N, H, W, C)
     mean = np.asarray(options.mean, np.float32)
     std = np.asarray(options.std, np.float32)

@@ -411,3 +411,18 @@ def test_scan_on_too_few_samples_says_how_many_it_needs(work):
         np.savez(work / "in" / "one.npz", x=pool["x"][:1], scale=pool["scale"])
     refused(["scan", work / "in" / "model.onnx", "--clean", work / "in" / "one.npz",
              "--device", "cpu"], work, "at least 16 clean samples")
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "/dev/null"])
+def test_a_device_file_as_input_is_refused(work, special):
+    refused(repair_args(work, clean=special), work, "not a file|empty|cannot be read")
+    refused(repair_args(work, model=special), work, "not a file|empty")
+
+
+def test_mean_with_the_wrong_number_of_channels_is_refused(work):
+    from PIL import Image
+    folder = work / "in" / "grey"
+    folder.mkdir()
+    for index in range(10):
+        Image.new("L", (28, 28), color=index * 20).save(folder / f"{index}.png")
+    refused(repair_args(work, clean=folder) + ["--mean", "0.5,0.5"], work, "--mean gives 2")
