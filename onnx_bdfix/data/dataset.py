@@ -2,7 +2,9 @@
 
 An .npz holds ``x`` (N, ...) already in the model's layout and scale, optional integer
 labels ``y`` (N,), and, for compact integer images, optional ``scale`` and ``offset`` with
-x_model = x * scale + offset. A folder holds images, flat or one subfolder per class.
+x_model = x * scale + offset: one number each, or arrays that broadcast to one sample (per
+channel, for a model that takes mean/std-normalized input). A folder holds images, flat or
+one subfolder per class.
 """
 from __future__ import annotations
 
@@ -25,8 +27,8 @@ class Dataset:
     y: np.ndarray | None          # (N,) int64 labels, or None
     sha256: str
     source: str
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: float | np.ndarray = 1.0      # a number, or an array broadcasting to one sample
+    offset: float | np.ndarray = 0.0
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -51,10 +53,11 @@ class Rows:
     scales to float32 and, with a trigger, triggers just those samples. Memory follows the
     batch, not the data set."""
 
-    def __init__(self, raw: np.ndarray, scale: float = 1.0, offset: float = 0.0,
+    def __init__(self, raw: np.ndarray, scale=1.0, offset=0.0,
                  order: np.ndarray | None = None, trigger=None):
-        self.raw, self.scale, self.offset = raw, np.float32(scale), np.float32(offset)
-        self.order, self.trigger = order, trigger
+        self.raw, self.order, self.trigger = raw, order, trigger
+        self.scale = np.asarray(scale, np.float32)          # () or broadcasting to a sample
+        self.offset = np.asarray(offset, np.float32)
 
     def __len__(self) -> int:
         return len(self.order) if self.order is not None else len(self.raw)
@@ -66,7 +69,7 @@ class Rows:
     def __getitem__(self, rows) -> np.ndarray:
         index = self.order[rows] if self.order is not None else np.arange(len(self.raw))[rows]
         batch = self.raw[index].astype(np.float32)
-        if self.scale != 1 or self.offset != 0:
+        if (self.scale != 1).any() or (self.offset != 0).any():
             batch = batch * self.scale + self.offset
         return self.trigger.apply(batch, index) if self.trigger is not None else batch
 
@@ -99,22 +102,37 @@ def load_npz(path: Path, what: str = "data") -> Dataset:
 
 
 def scale_and_offset(raw: np.ndarray, arrays: dict, path: Path, what: str) -> tuple:
-    """``scale`` and ``offset`` as finite numbers; integer samples must state their scale,
-    since 0..255 pixels fed to a model trained on 0..1 would pass every shape check."""
+    """``scale`` and ``offset``: finite numbers, or finite arrays that broadcast to one
+    sample (per channel); integer samples must state their scale, since 0..255 pixels fed to
+    a model trained on 0..1 would pass every shape check."""
     if np.issubdtype(raw.dtype, np.integer) and "scale" not in arrays:
         raise DataError(f"{what} {path}: 'x' holds integers ({raw.dtype}) and the file has no "
                         "'scale'; add scale (e.g. 1/255 for pixels a model takes in [0, 1], "
                         "or 1 for a model that takes raw values) and optionally offset")
-    values = []
-    for key, default in (("scale", 1.0), ("offset", 0.0)):
-        value = np.asarray(arrays.get(key, default))
-        if value.size != 1 or not np.issubdtype(value.dtype, np.number) \
-                or not np.isfinite(value).all():
-            raise DataError(f"{what} {path}: '{key}' must be one finite number, got {value!r}")
-        values.append(float(value.reshape(())))
-    if values[0] == 0:
+    values = [_factor(arrays.get(key, default), key, raw.shape[1:], path, what)
+              for key, default in (("scale", 1.0), ("offset", 0.0))]
+    if (np.asarray(values[0]) == 0).any():
         raise DataError(f"{what} {path}: 'scale' is 0; every sample would be the same")
     return tuple(values)
+
+
+def _factor(value, key: str, sample_shape: tuple, path: Path, what: str):
+    """One finite number as a float, or a finite array that broadcasts to one sample."""
+    value = np.asarray(value)
+    if value.size == 0 or not np.issubdtype(value.dtype, np.number) \
+            or np.iscomplexobj(value) or not np.isfinite(value).all():
+        raise DataError(f"{what} {path}: '{key}' must be finite numbers, got {value!r}")
+    if value.size == 1:
+        return float(value.reshape(()))
+    try:
+        fits = np.broadcast_shapes(value.shape, sample_shape) == tuple(sample_shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise DataError(f"{what} {path}: '{key}' has shape {value.shape}, which does not "
+                        f"broadcast to one sample of shape {tuple(sample_shape)}; give one "
+                        "number, or one per channel")
+    return value.astype(np.float32)
 
 
 def check_against_input(dataset: Dataset, model_input: InputInfo, what: str) -> None:

@@ -1,7 +1,8 @@
 """Triggers in the model's input layout and scale.
 
 - blend:  x' = (1 − mask)·x + mask·pattern      (``mask`` and ``pattern``; BadNets, Blended)
-- delta:  x' = clip(x + delta, clip_min, clip_max)   (``delta``; SIG-like)
+- delta:  x' = clip(x + delta, clip_min, clip_max)   (``delta``; SIG-like; the bounds are
+  numbers, or per channel for a model that takes normalized input)
 - or triggered copies of the samples, in the same order (warps, sample-specific triggers).
 
 A trigger file may also say which class it sends samples to (``target_class``, one integer);
@@ -106,11 +107,11 @@ def load_trigger(path: str | Path, sample_shape) -> Trigger:
     for name, array in arrays.items():
         _check_array(path, name, array, tuple(sample_shape))
     for name in ("clip_min", "clip_max"):
-        if name in arrays:
+        if name in arrays and arrays[name].size == 1:
             arrays[name] = arrays[name].reshape(())        # one number, whatever its shape
     if kind == "blend" and (arrays["mask"].min() < 0 or arrays["mask"].max() > 1):
         raise TriggerError(f"trigger {path}: 'mask' must lie in [0, 1]")
-    if float(arrays.get("clip_min", -np.inf)) > float(arrays.get("clip_max", np.inf)):
+    if np.any(np.asarray(arrays.get("clip_min", -np.inf)) > arrays.get("clip_max", np.inf)):
         raise TriggerError(f"trigger {path}: 'clip_min' is above 'clip_max'")
     digest = file_sha256(path)
     return Trigger(kind, arrays, digest, str(path), target)
@@ -130,11 +131,8 @@ def _declared_target(path: Path, value: np.ndarray | None) -> int | None:
 def _check_array(path: Path, name: str, array: np.ndarray, sample_shape: tuple) -> None:
     if not np.isfinite(array).all():
         raise TriggerError(f"trigger {path}: '{name}' holds NaN or Inf")
-    if name.startswith("clip_"):
-        if array.size != 1:
-            raise TriggerError(f"trigger {path}: '{name}' must be one number, got shape "
-                               f"{array.shape}")
-        return
+    if name.startswith("clip_") and array.size == 1:
+        return                 # one number; else per channel or per value, like the others
     try:
         fits = np.broadcast_shapes(array.shape, sample_shape) == sample_shape
     except ValueError:

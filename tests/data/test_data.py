@@ -127,3 +127,30 @@ def test_trigger_set_takes_its_triggers_in_turn(tmp_path):
     np.testing.assert_allclose(both.apply(x)[:, 0], [1, -1, 1, -1])
     np.testing.assert_allclose(both.apply(x, np.array([1, 1, 0, 3]))[:, 0], [-1, -1, 1, -1])
     assert both.source == "up + down" and len(both.sha256) == 64
+
+
+def test_per_channel_scale_and_offset_for_normalized_models(tmp_path):
+    """uint8 pixels stored once, read in the model's mean/std-normalized scale."""
+    mean, std = np.array([0.4, 0.5, 0.6]), np.array([0.2, 0.25, 0.3])
+    pixels = np.arange(2 * 3 * 6 * 5, dtype=np.uint8).reshape(2, 3, 6, 5)
+    np.savez(tmp_path / "n.npz", x=pixels, scale=(1 / 255 / std).reshape(3, 1, 1),
+             offset=(-mean / std).reshape(3, 1, 1))
+    spec = InputInfo("x", [None, 3, 6, 5], np.dtype(np.float32))
+    loaded = load_data(tmp_path / "n.npz", spec)
+    expected = (pixels / 255.0 - mean.reshape(3, 1, 1)) / std.reshape(3, 1, 1)
+    np.testing.assert_allclose(loaded.x, expected, rtol=1e-5, atol=1e-5)
+    np.savez(tmp_path / "bad.npz", x=pixels, scale=np.ones((4, 1, 1)))
+    with pytest.raises(DataError, match="does not broadcast"):
+        load_data(tmp_path / "bad.npz", spec)
+
+
+def test_per_channel_clip_bounds(tmp_path):
+    low, high = np.array([-1.0, -2.0, -3.0]), np.array([1.0, 2.0, 3.0])
+    np.savez(tmp_path / "d.npz", delta=np.full((3, 1, 1), 10.0, np.float32),
+             clip_min=low.reshape(3, 1, 1), clip_max=high.reshape(3, 1, 1))
+    moved = load_trigger(tmp_path / "d.npz", (3, 6, 5)).apply(np.zeros((2, 3, 6, 5)))
+    np.testing.assert_allclose(moved[:, :, 0, 0], np.tile(high, (2, 1)))
+    np.savez(tmp_path / "e.npz", delta=np.zeros(1), clip_min=high.reshape(3, 1, 1),
+             clip_max=low.reshape(3, 1, 1))
+    with pytest.raises(TriggerError, match="above"):
+        load_trigger(tmp_path / "e.npz", (3, 6, 5))
