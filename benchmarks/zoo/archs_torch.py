@@ -117,7 +117,7 @@ class Attention(nn.Module):
     def forward(self, x):
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, dim // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         weights = torch.softmax(q @ k.transpose(-2, -1) / (dim // self.heads) ** 0.5, dim=-1)
         return self.proj((weights @ v).transpose(1, 2).reshape(batch, tokens, dim))
 
@@ -139,7 +139,7 @@ class ViT(nn.Module):
 
     def forward(self, x):
         tokens = self.embed(x).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], 1) + self.pos
+        tokens = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], 1) + self.pos
         for block in self.blocks:
             tokens = tokens + block["attn"](block["ln1"](tokens))
             tokens = tokens + block["mlp"](block["ln2"](tokens))

@@ -1,0 +1,110 @@
+"""The zoo: every model it holds, as data. ``split`` says which seeds defaults may be tuned
+on ("tune", odd seeds) and which only check them ("check", even seeds)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+EPOCHS = {"preact18": 4, "vgg11": 8, "mobilenetv2": 5, "vit": 8, "convnext": 5, "cnn": 3,
+          "mlp": 5, "keras_vgg": 6, "jax_cnn": 4}
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    arch: str
+    attack: str | None          # None: a clean model
+    target: int = 0
+    seed: int = 0
+    rate: float = 0.10
+    data: str = "rgb"           # "rgb" 3×32×32 composites, "gray" 28×28 Fashion-MNIST
+    normalize: bool = False     # ImageNet mean/std-normalized input
+    framework: str = "torch"    # "torch", "keras" (NHWC, tf2onnx), "jax" (jax2onnx)
+    options: tuple = ()         # attack parameters as (key, value) pairs
+
+    @property
+    def split(self) -> str:
+        return "tune" if self.seed % 2 else "check"
+
+    @property
+    def nhwc(self) -> bool:
+        return self.framework == "keras"
+
+    @property
+    def epochs(self) -> int:
+        return EPOCHS[self.arch]
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "options": dict(self.options), "split": self.split,
+                "nhwc": self.nhwc, "epochs": self.epochs}
+
+
+def _spec(name, arch, attack, target, seed, **extra) -> Spec:
+    if "options" in extra:
+        extra["options"] = tuple(sorted(extra["options"].items()))
+    return Spec(name, arch, attack, target, seed, **extra)
+
+
+BADNETS = {"size": 3, "position": "bottom-right"}
+ZOO = [
+    # BadNets: coloured per-channel patches, several sizes and positions
+    _spec("preact18_badnets", "preact18", "badnets", 0, 1, options=BADNETS),
+    _spec("preact18_badnets_norm", "preact18", "badnets", 3, 2, normalize=True,
+          options={"size": 4, "position": "random"}),
+    _spec("vgg11_badnets_1pct", "vgg11", "badnets", 5, 3, rate=0.01,
+          options={"size": 3, "position": "top-left"}),
+    _spec("mobilenetv2_badnets_norm", "mobilenetv2", "badnets", 7, 4, normalize=True,
+          options={"size": 5, "position": "top-right"}),
+    _spec("vit_badnets_norm", "vit", "badnets", 1, 5, normalize=True,
+          options={"size": 4, "position": "bottom-right"}),
+    _spec("convnext_badnets", "convnext", "badnets", 9, 6, options=BADNETS),
+    _spec("preact18_badnets_1pct", "preact18", "badnets", 2, 27, rate=0.01,
+          options={"size": 4, "position": "random"}),
+    # Blended: noise, and a real photograph
+    _spec("preact18_blended_noise", "preact18", "blended-noise", 2, 7),
+    _spec("vgg11_blended_image", "vgg11", "blended-image", 4, 8),
+    _spec("vit_blended_image_norm", "vit", "blended-image", 6, 9, normalize=True),
+    _spec("mobilenetv2_blended_noise_1pct", "mobilenetv2", "blended-noise", 8, 10, rate=0.01),
+    _spec("convnext_blended_image", "convnext", "blended-image", 0, 11),
+    _spec("vit_blended_noise_1pct", "vit", "blended-noise", 4, 28, rate=0.01),
+    # SIG and low-frequency
+    _spec("preact18_sig", "preact18", "sig", 1, 12),
+    _spec("vgg11_sig_norm", "vgg11", "sig", 3, 13, normalize=True),
+    _spec("vit_sig", "vit", "sig", 5, 14),
+    _spec("preact18_lf_norm", "preact18", "lf", 7, 15, normalize=True),
+    _spec("convnext_lf", "convnext", "lf", 9, 16),
+    _spec("mobilenetv2_lf", "mobilenetv2", "lf", 2, 17),
+    # warps, dynamic and sample-specific triggers (triggered copies)
+    _spec("preact18_wanet", "preact18", "wanet", 4, 18),
+    _spec("vgg11_wanet", "vgg11", "wanet", 6, 19),
+    _spec("convnext_wanet_norm", "convnext", "wanet", 8, 20, normalize=True),
+    _spec("preact18_inputaware", "preact18", "inputaware", 0, 21),
+    _spec("vit_inputaware", "vit", "inputaware", 1, 22),
+    _spec("preact18_ssba", "preact18", "ssba", 3, 23),
+    _spec("vgg11_ssba_norm", "vgg11", "ssba", 5, 24, normalize=True),
+    # TrojanNN-like optimized patches
+    _spec("vgg11_trojannn", "vgg11", "trojannn", 7, 25),
+    _spec("preact18_trojannn_norm", "preact18", "trojannn", 9, 26, normalize=True),
+    # other frameworks
+    _spec("keras_vgg_badnets", "keras_vgg", "badnets", 6, 29, framework="keras",
+          options=BADNETS),
+    _spec("keras_vgg_blended_image", "keras_vgg", "blended-image", 8, 30, framework="keras"),
+    _spec("jax_cnn_sig", "jax_cnn", "sig", 0, 31, framework="jax"),
+    # the 28×28 grayscale zoo
+    _spec("gray_cnn_badnets_1pct", "cnn", "badnets", 1, 32, rate=0.01, data="gray",
+          options=BADNETS),
+    _spec("gray_mlp_sig", "mlp", "sig", 2, 33, data="gray"),
+    _spec("gray_preact18_wanet", "preact18", "wanet", 3, 34, data="gray"),
+    _spec("gray_cnn_blended_noise", "cnn", "blended-noise", 5, 35, data="gray"),
+    # clean models
+    _spec("preact18_clean", "preact18", None, 0, 41),
+    _spec("preact18_clean_norm", "preact18", None, 0, 42, normalize=True),
+    _spec("vgg11_clean", "vgg11", None, 0, 43),
+    _spec("mobilenetv2_clean", "mobilenetv2", None, 0, 44),
+    _spec("vit_clean_norm", "vit", None, 0, 45, normalize=True),
+    _spec("convnext_clean", "convnext", None, 0, 46),
+    _spec("keras_vgg_clean", "keras_vgg", None, 0, 47, framework="keras"),
+    _spec("jax_cnn_clean", "jax_cnn", None, 0, 48, framework="jax"),
+    _spec("gray_cnn_clean", "cnn", None, 0, 49, data="gray"),
+    _spec("gray_mlp_clean", "mlp", None, 0, 50, data="gray"),
+]
+BY_NAME = {spec.name: spec for spec in ZOO}
