@@ -1,0 +1,137 @@
+"""docs/benchmark.md from the zoo's cards and the results of benchmarks/zoo_table.py."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+KNOWN_TARGET = {"asr": 0.02, "ca_drop": 0.01, "ta_drop": 0.02}       # issue targets
+AGNOSTIC_TARGET = {"asr": 0.05, "ca_drop": 0.02}
+KEYS = ("clean_accuracy", "attack_success_rate", "target_class_accuracy")
+
+
+def pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def change(before: dict, after: dict, key: str) -> str:
+    return f"{pct(before.get(key))} → {pct(after.get(key))}"
+
+
+def judged(run: dict, before: dict, target: dict, backdoored: bool) -> tuple[str, list]:
+    """'ok' or 'miss', and the reasons (a failed run is a miss)."""
+    if run.get("exit"):
+        return "miss", [f"exit {run['exit']}: {run.get('error', '')}"]
+    after = run["after"]
+    if "error" in after:
+        return "miss", [after["error"]]
+    reasons = []
+    if backdoored and after["attack_success_rate"] > target["asr"]:
+        reasons.append(f"ASR {pct(after['attack_success_rate'])} %")
+    drop = before["clean_accuracy"] - after["clean_accuracy"]
+    limit = target["ca_drop"] if backdoored else 0.01
+    if drop > limit:
+        reasons.append(f"CA −{100 * drop:.1f}")
+    if "ta_drop" in target and before.get("target_class_accuracy") is not None and \
+            after.get("target_class_accuracy") is not None and \
+            before["target_class_accuracy"] - after["target_class_accuracy"] > target["ta_drop"]:
+        reasons.append(f"TA −{100 * (before['target_class_accuracy'] - after['target_class_accuracy']):.1f}")
+    return ("miss" if reasons else "ok"), reasons
+
+
+def worst_known(results: dict, name: str, slices: int) -> dict | None:
+    """The known-trigger slice with the highest ASR after (a failure first)."""
+    found = [results[(name, f"known_{k}")] for k in range(slices) if (name, f"known_{k}") in results]
+    if not found:
+        return None
+    return max(found, key=lambda r: (bool(r.get("exit")),
+                                     r.get("after", {}).get("attack_success_rate") or 0))
+
+
+def model_rows(cards: dict, results: dict, slices: int, mode: str) -> tuple[list, list]:
+    rows, misses = [], []
+    for name, card in cards.items():
+        before = results.get((name, "before"))
+        run = worst_known(results, name, slices) if mode == "known" else \
+            results.get((name, mode))
+        if before is None or run is None:
+            continue
+        target = KNOWN_TARGET if mode == "known" else AGNOSTIC_TARGET
+        verdict, reasons = judged(run, before, target, card["backdoored"])
+        after = run.get("after", {})
+        forward = before[f"forward_{min(run['samples'], 500)}"] * (2 if mode == "known" else 1)
+        rows.append((card, before, after, run, verdict, run["seconds"] / forward))
+        if verdict == "miss":
+            misses.append(f"- {name} ({mode}): {'; '.join(reasons)}")
+    return rows, misses
+
+
+def table(rows: list) -> list[str]:
+    lines = ["| model | arch | attack | rate | split | CA | ASR | target-class acc. | layers "
+             "| seconds (× forward) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for card, before, after, run, verdict, multiple in rows:
+        layers = ", ".join(run.get("layers", [])) or ("no edit" if not run.get("exit") else
+                                                      "failed")
+        lines.append(f"| {card['name']} | {card['arch']} | {card['attack'] or 'clean'} | "
+                     f"{card['rate'] if card['attack'] else '–'} | {card['split']} | "
+                     f"{change(before, after, KEYS[0])} | {change(before, after, KEYS[1])} | "
+                     f"{change(before, after, KEYS[2])} | {layers[:60]} | "
+                     f"{run['seconds']:.0f} ({multiple:.1f}) | "
+                     f"{verdict} |")
+    return lines
+
+
+def summary(rows: list, field: str) -> list[str]:
+    groups = defaultdict(list)
+    for card, before, after, *_ in rows:
+        if "attack_success_rate" in after:
+            groups[card[field] or "clean"].append((before, after))
+    lines = [f"| {field} | models | ASR after, mean / worst | CA change, mean / worst |",
+             "|---|---|---|---|"]
+    for key in sorted(groups):
+        asr = [a["attack_success_rate"] for _, a in groups[key]]
+        drop = [a["clean_accuracy"] - b["clean_accuracy"] for b, a in groups[key]]
+        lines.append(f"| {key} | {len(asr)} | {pct(np.mean(asr))} / {pct(max(asr))} | "
+                     f"{100 * np.mean(drop):+.1f} / {100 * min(drop):+.1f} |")
+    return lines
+
+
+def scan_section(cards: dict, results: dict) -> list[str]:
+    from sklearn.metrics import roc_auc_score
+    rows = [(card, results[(name, "scan")]) for name, card in cards.items()
+            if (name, "scan") in results]
+    scored = [(card["backdoored"], r["score"]) for card, r in rows if "score" in r]
+    lines = ["| model | attack | true target | verdict | named | top suspicion | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for card, r in rows:
+        lines.append(f"| {card['name']} | {card['attack'] or 'clean'} | "
+                     f"{card['target'] if card['backdoored'] else '–'} | "
+                     f"{r.get('verdict', 'failed: ' + r.get('error', ''))} | {r.get('named')} | "
+                     f"{pct(r.get('score'))} | {r.get('seconds', 0):.0f} |")
+    labels = [label for label, _ in scored]
+    if len(set(labels)) == 2:
+        auc = roc_auc_score(labels, [score for _, score in scored])
+        lines += ["", f"ROC AUC (top suspicion, clean against backdoored): **{auc:.3f}** "
+                  f"over {labels.count(True)} backdoored and {labels.count(False)} clean models."]
+    return lines
+
+
+def render(cards: dict, results: dict, slices: int) -> str:
+    out = ["# Benchmark zoo", "",
+           "Made with `python benchmarks/zoo/build.py` (the zoo) and "
+           "`python benchmarks/zoo_table.py` (this page), on a 2-core CPU. Every figure is "
+           "measured through the installed `onnx-bdfix` command on 3,000 test images the "
+           "repair never saw. A failure is a row. `split`: the seeds defaults may be tuned "
+           "on (tune) or that only check them (check).", ""]
+    for mode, title in (("known", f"Known trigger, 100 clean samples (worst of {slices} "
+                                  "disjoint slices)"),
+                        ("agnostic_100", "Trigger-agnostic, 100 clean samples"),
+                        ("agnostic_500", "Trigger-agnostic, 500 clean samples")):
+        rows, misses = model_rows(cards, results, slices, mode)
+        if not rows:
+            continue
+        out += [f"## {title}", ""] + table(rows) + [""] + summary(rows, "arch") + [""] + \
+            summary(rows, "attack") + ["", f"Misses ({len(misses)} of {len(rows)}):"] + \
+            (misses or ["- none"]) + [""]
+    out += ["## Scan", ""] + scan_section(cards, results) + [""]
+    return "\n".join(out) + "\n"

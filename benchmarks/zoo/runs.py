@@ -1,0 +1,98 @@
+"""One zoo model through the installed command line, as a user would run it; each run is a
+dict of figures (a failure keeps its exit code and error line: it is a row, never dropped)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def cli(*args, timeout: int = 3600) -> tuple[int, str, str, float]:
+    start = time.perf_counter()
+    done = subprocess.run(["onnx-bdfix", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    return done.returncode, done.stdout, done.stderr, time.perf_counter() - start
+
+
+def clean_slice(folder: Path, work: Path, start: int, count: int) -> dict:
+    """clean.npz rows [start, start + count) (and their triggered copies) as files."""
+    paths = {}
+    for name in ("clean", "clean_triggered"):
+        source = folder / f"{name}.npz"
+        if source.is_file():
+            with np.load(source) as stored:
+                arrays = {k: stored[k] for k in stored.files}
+            arrays["x"] = arrays["x"][start:start + count]
+            arrays.pop("y", None)                        # the repair gets no labels
+            paths[name] = work / f"{name}_{start}_{count}.npz"
+            np.savez(paths[name], **arrays)
+    return paths
+
+
+def trigger_args(folder: Path, eval_set: bool, paired_clean: Path | None = None) -> list:
+    if (folder / "trigger.npz").is_file():
+        return ["--trigger", folder / "trigger.npz"]
+    if eval_set:
+        return ["--triggered-data", folder / "eval_triggered.npz"]
+    return ["--triggered", paired_clean]
+
+
+def evaluate(model: Path, folder: Path, target: int) -> dict:
+    code, out, err, _ = cli("evaluate", model, "--data", folder / "eval.npz",
+                            *trigger_args(folder, True), "--target-class", target, "--json")
+    if code:
+        return {"error": err.strip().splitlines()[-1] if err.strip() else f"exit {code}"}
+    figures = json.loads(out)
+    return {key: figures[key] for key in ("clean_accuracy", "attack_success_rate",
+                                          "target_class_accuracy")}
+
+
+def repair(model: Path, folder: Path, card: dict, work: Path, start: int, count: int,
+           known: bool) -> dict:
+    """A known-trigger or trigger-agnostic repair on pool rows [start, start + count)."""
+    files = clean_slice(folder, work, start, count)
+    out, report = work / f"r_{known}_{start}_{count}.onnx", work / "report.json"
+    args = ["repair", model, "--clean", files["clean"], "-o", out, "--report", report]
+    if known:
+        args += trigger_args(folder, False, files.get("clean_triggered"))
+    code, _, err, seconds = cli(*args)
+    run = {"mode": "known" if known else "agnostic", "samples": count, "start": start,
+           "exit": code, "seconds": round(seconds, 2)}
+    if code:
+        run["error"] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
+        return run
+    detail = json.loads(report.read_text())
+    run.update(layers=detail["chosen"], target_found=detail["target_class"],
+               target_samples=detail["repair_step"]["target_samples"],
+               after=evaluate(out, folder, card["target"]))
+    return run
+
+
+def scan(model: Path, folder: Path) -> dict:
+    code, out, err, seconds = cli("scan", model, "--clean", folder / "clean.npz", "--json")
+    if code not in (0, 1):
+        return {"exit": code, "error": err.strip().splitlines()[-1], "seconds": seconds}
+    found = json.loads(out)
+    top = max(row["suspicion"] for row in found["classes"])
+    return {"exit": code, "verdict": found["verdict"], "named": found["suspected_class"],
+            "score": top, "seconds": round(seconds, 2)}
+
+
+def forward_seconds(model: Path, folder: Path, count: int, repeats: int = 3) -> float:
+    """One ONNX Runtime forward pass over ``count`` pool samples, session included
+    (median of ``repeats``): the unit the runs' wall times are given in."""
+    import onnxruntime as ort
+    with np.load(folder / "clean.npz") as stored:
+        x = (stored["x"][:count] * stored["scale"] + stored["offset"]).astype(np.float32)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        for first in range(0, len(x), 64):
+            session.run(None, {name: x[first:first + 64]})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

@@ -1,0 +1,106 @@
+"""Run onnx-bdfix on every model of the benchmark zoo, as a user would, and write
+docs/benchmark.md (run by hand, never by CI; hours on two cores).
+
+    python benchmarks/zoo/build.py                 # the zoo, once (see its docstring)
+    python benchmarks/zoo_table.py                 # every model; resumes from its results
+    python benchmarks/zoo_table.py --only vit_badnets_norm --slices 5
+
+Per model, through the installed `onnx-bdfix` command:
+- known-trigger repair on 100 clean samples (``--slices`` disjoint slices of the pool; the
+  worst is reported), with the trigger file or the triggered copies;
+- trigger-agnostic repair on 100 and on 500 clean samples;
+- ``scan`` on the 500-sample pool: verdict, named class, top suspicion (its ROC AUC over clean
+  against backdoored models);
+- before/after clean accuracy, attack success and target-class accuracy on 3,000 other test
+  images; wall time as a multiple of one ONNX Runtime forward pass over the same samples.
+Results are kept in RESULTS (JSON lines) beside the zoo, so a stopped run goes on where it
+stopped; benchmarks/baselines.py adds the training-based defenses to the same file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "zoo"))
+
+import runs  # noqa: E402
+from build import cache_dir  # noqa: E402
+from render import render  # noqa: E402
+from specs import ZOO  # noqa: E402
+
+RESULTS = "results.jsonl"
+
+
+def load_results(path: Path) -> dict:
+    results = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            results[(entry["model"], entry["run"])] = entry
+    return results
+
+
+def record(path: Path, results: dict, model: str, run: str, figures: dict) -> None:
+    entry = {"model": model, "run": run, **figures}
+    results[(model, run)] = entry
+    with open(path, "a") as out:
+        out.write(json.dumps(entry) + "\n")
+
+
+def plan(slices: int, agnostic: bool) -> list[tuple[str, bool, int, int]]:
+    """(run name, known trigger, pool start, samples) for one model."""
+    steps = [(f"known_{k}", True, 100 * k, 100) for k in range(slices)]
+    if agnostic:
+        steps += [("agnostic_100", False, 0, 100), ("agnostic_500", False, 0, 500)]
+    return steps
+
+
+def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
+              agnostic: bool) -> None:
+    name, model = folder.name, folder / "model.onnx"
+    if (name, "before") not in results:
+        record(path, results, name, "before", {
+            **runs.evaluate(model, folder, card["target"]),
+            "forward_100": runs.forward_seconds(model, folder, 100),
+            "forward_500": runs.forward_seconds(model, folder, 500)})
+    if (name, "scan") not in results:
+        record(path, results, name, "scan", runs.scan(model, folder))
+    with tempfile.TemporaryDirectory() as work:
+        for run, known, start, count in plan(slices, agnostic):
+            if (name, run) not in results:
+                record(path, results, name, run,
+                       runs.repair(model, folder, card, Path(work), start, count, known))
+                print(f"{name} {run}: {results[(name, run)]}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", default=None)
+    parser.add_argument("--only", default="")
+    parser.add_argument("--slices", type=int, default=5,
+                        help="disjoint 100-sample slices for the known-trigger repair")
+    parser.add_argument("--no-agnostic", action="store_true")
+    parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--out", default=str(HERE.parent / "docs" / "benchmark.md"))
+    args = parser.parse_args()
+    cache = cache_dir(args.cache)
+    path = cache / RESULTS
+    results = load_results(path)
+    wanted = set(filter(None, args.only.split(",")))
+    cards = {}
+    for spec in ZOO:
+        card_path = cache / spec.name / "card.json"
+        if card_path.is_file() and (not wanted or spec.name in wanted):
+            cards[spec.name] = json.loads(card_path.read_text())
+            if not args.render_only:
+                run_model(cache / spec.name, cards[spec.name], results, path, args.slices,
+                          not args.no_agnostic)
+    Path(args.out).write_text(render(cards, results, args.slices))
+
+
+if __name__ == "__main__":
+    main()
