@@ -134,4 +134,40 @@ def render(cards: dict, results: dict, slices: int) -> str:
             summary(rows, "attack") + ["", f"Misses ({len(misses)} of {len(rows)}):"] + \
             (misses or ["- none"]) + [""]
     out += ["## Scan", ""] + scan_section(cards, results) + [""]
+    out += ["## Side by side with training-based defenses", "",
+            "Made with `python benchmarks/baselines.py` (FT, FP, FT-SAM on the same models, "
+            "converted with onnx2torch; labelled samples, which onnx-bdfix never gets). The "
+            "onnx-bdfix known-trigger row is the first 100-sample slice.", ""] + \
+        defenses_section(cards, results) + [""]
     return "\n".join(out) + "\n"
+
+
+DEFENSES = [("onnx-bdfix, trigger known", "known_0", 100),
+            ("onnx-bdfix, trigger-agnostic", "agnostic_100", 100),
+            ("onnx-bdfix, trigger-agnostic", "agnostic_500", 500),
+            ("FT", "ft_100", 100), ("FP", "fp_100", 100), ("FT-SAM", "ftsam_100", 100),
+            ("FT", "ft_2500", 2500), ("FP", "fp_2500", 2500), ("FT-SAM", "ftsam_2500", 2500)]
+
+
+def defenses_section(cards: dict, results: dict) -> list[str]:
+    """Each defense's mean clean accuracy, attack success and time over the backdoored
+    models it ran on (a failed run counts with the model's figures before defense)."""
+    lines = ["| defense | clean samples | models | CA before → after (mean) | "
+             "ASR before → after (mean) | worst ASR after | seconds (mean) | failed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, run, samples in DEFENSES:
+        rows = [(results[(n, "before")], results[(n, run)]) for n, c in cards.items()
+                if c["backdoored"] and (n, run) in results and (n, "before") in results]
+        if not rows:
+            continue
+        failed = sum(bool(r.get("exit")) or "error" in r.get("after", {}) for _, r in rows)
+        after = [r["after"] if not r.get("exit") and "error" not in r.get("after", {})
+                 else b for b, r in rows]
+        mean = lambda key, items: float(np.mean([i[key] for i in items]))  # noqa: E731
+        before = [b for b, _ in rows]
+        lines.append(f"| {label} | {samples} | {len(rows)} | "
+                     f"{pct(mean(KEYS[0], before))} → {pct(mean(KEYS[0], after))} | "
+                     f"{pct(mean(KEYS[1], before))} → {pct(mean(KEYS[1], after))} | "
+                     f"{pct(max(a[KEYS[1]] for a in after))} | "
+                     f"{np.mean([r['seconds'] for _, r in rows]):.0f} | {failed} |")
+    return lines
