@@ -75,12 +75,15 @@ def evaluate(model, data: Dataset, triggered=None, target: int | None = None,
         scores(runner, rows, name, batch_size, progress, "scoring triggered")
     shares = [] if landed is None else moved_into(labels, predicted, landed.argmax(1),
                                                   n_classes)
+    inferred_rate = None
     if target is not None:
         check_target(target, n_classes, source)
     elif landed is not None:
-        target, source = infer_target(labels, predicted, landed.argmax(1), n_classes)[0], \
-            INFERRED
+        target, inferred_rate = infer_target(labels, predicted, landed.argmax(1), n_classes)
+        source = INFERRED
     figures = quality(clean, landed, labels, target)
+    if inferred_rate is not None:
+        figures = replace(figures, attack_success_rate=inferred_rate)
     moved = None if landed is None else \
         takeover(shares, target, figures.attack_success_rate)
     if moved is not None:        # a given target that the backdoor does not use

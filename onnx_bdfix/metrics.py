@@ -2,13 +2,14 @@
 accuracy, parity, the backdoor's target class and its range. ``evaluate``, ``repair``,
 ``scan`` and ``gate`` all measure through here, so they agree on the same inputs.
 
-- Attack success rate (ASR): the share of triggered samples whose label is not the target
-  that the model puts in the target (labels may be the original model's clean answers when
-  true labels are unknown).
+- Attack success rate (ASR) at a given target: the share of triggered samples whose label is
+  not the target that the model puts in the target (labels may be the original model's clean
+  answers when true labels are unknown).
 - Target class, when none is given: the class the trigger moves the largest share of other
-  classes' correctly classified samples into (samples the model already gets wrong stay
-  out, so natural confusion is not read as an attack). When one is given, a class the
-  trigger takes over (``TAKEOVER``) instead is reported in its place, with that share.
+  classes' correctly classified samples into, and that share is its ASR (samples the model
+  already gets wrong stay out, so natural confusion is not read as an attack). When one is
+  given, a class the trigger takes over (``TAKEOVER``) instead is reported in its place,
+  with that share.
 """
 from __future__ import annotations
 
@@ -71,10 +72,11 @@ def moved_into(labels: np.ndarray, predicted: np.ndarray, landed: np.ndarray,
 
 def infer_target(labels: np.ndarray, predicted: np.ndarray, landed: np.ndarray,
                  n_classes: int) -> tuple[int, float]:
-    """The backdoor's target class read off the model, and its attack success rate."""
+    """The backdoor's target class read off the model, and its attack success rate: the
+    share of other classes' correctly classified samples the trigger moves there."""
     shares = moved_into(labels, predicted, landed, n_classes)
     target = int(np.argmax(shares))
-    return target, attack_success(labels, landed, target) or 0.0
+    return target, shares[target]
 
 
 def takeover(shares: list[float], target: int, rate: float | None) -> tuple[int, float] | None:

@@ -41,7 +41,8 @@ def test_inferred_target_ignores_samples_already_wrong():
     predicted = np.array([0, 1, 1, 1, 2, 2, 1])       # samples 1 and 6 are already wrong
     landed = np.array([2, 1, 2, 2, 2, 2, 1])          # class 1 gets only the wrong ones
     target, rate = infer_target(labels, predicted, landed, 3)
-    assert target == 2 and rate == pytest.approx(0.75)
+    # class 2 takes every correctly classified sample of the other classes (rows 0, 2, 3)
+    assert target == 2 and rate == pytest.approx(1.0)
 
 
 def test_takeover_only_above_its_level_and_the_given_rate():
