@@ -23,7 +23,7 @@ from onnx_bdfix.data import (
     load_data,  # noqa: E402
     load_trigger,  # noqa: E402
 )
-from onnx_bdfix.evaluate import evaluate  # noqa: E402
+from onnx_bdfix.evaluation import evaluate  # noqa: E402
 from onnx_bdfix.model import load_model, model_input  # noqa: E402
 from onnx_bdfix.repair import RepairConfig  # noqa: E402
 

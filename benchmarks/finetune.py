@@ -91,9 +91,9 @@ def fine_tune(module, x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0) 
 
 
 def bdfix(model_path: Path, clean, trigger, work: Path) -> tuple[float, Path]:
-    from onnx_bdfix.repair import RepairConfig, repair
+    from onnx_bdfix.repair import RepairConfig, repair_model
     start = time.perf_counter()
-    repair(model_path, clean, trigger, work / "fixed.onnx", RepairConfig(device="cpu"))
+    repair_model(model_path, clean, trigger, work / "fixed.onnx", RepairConfig(device="cpu"))
     return time.perf_counter() - start, work / "fixed.onnx"
 
 
@@ -101,7 +101,7 @@ def fixture_run(n: int, epochs: int) -> dict:
     import torch
 
     from onnx_bdfix.data import load_data, load_trigger
-    from onnx_bdfix.evaluate import evaluate
+    from onnx_bdfix.evaluation import evaluate
     from onnx_bdfix.model import load_model, model_input
     folder = HERE.parent / "fixtures" / "cnn_badnets"
     proto = load_model(folder / "model.onnx").proto

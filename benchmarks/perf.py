@@ -52,7 +52,7 @@ def child(folder: Path, batch_size: int) -> dict:
     from onnx_bdfix.data import load_data, load_trigger
     from onnx_bdfix.model import load_model, model_input
     from onnx_bdfix.model.runtime import open_runner, scores
-    from onnx_bdfix.repair import RepairConfig, repair
+    from onnx_bdfix.repair import RepairConfig, repair_model
 
     spec = model_input(load_model(folder / "model.onnx").proto)
     clean = load_data(folder / "clean.npz", spec)
@@ -64,7 +64,7 @@ def child(folder: Path, batch_size: int) -> dict:
     scores(runner, clean.rows(trigger=trigger), output, batch_size)
     floor = time.perf_counter() - start
     start = time.perf_counter()
-    report = repair(folder / "model.onnx", clean, trigger, folder / "out.onnx",
+    report = repair_model(folder / "model.onnx", clean, trigger, folder / "out.onnx",
                     RepairConfig(batch_size=batch_size))
     total = time.perf_counter() - start
     return {"floor": floor, "repair": total, "ratio": total / floor, "stages": report.timings,

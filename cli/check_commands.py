@@ -5,9 +5,9 @@ import json
 
 import click
 
-from onnx_bdfix.agnostic import scan as scan_model
+from onnx_bdfix.agnostic import scan_model
 from onnx_bdfix.data import load_data
-from onnx_bdfix.evaluate import evaluate as evaluate_model
+from onnx_bdfix.evaluation import evaluate as evaluate_model
 from onnx_bdfix.gate import GateOptions, run_gate
 from onnx_bdfix.gate.report import html_report, junit_xml
 from onnx_bdfix.model import load_model

@@ -12,10 +12,15 @@ from onnx_bdfix.data import load_data, load_trigger, load_triggered
 from onnx_bdfix.demo import run_demo
 from onnx_bdfix.model import load_model
 from onnx_bdfix.output import check_output_path, write_atomic
-from onnx_bdfix.repair import RepairConfig
-from onnx_bdfix.repair import repair as repair_model
+from onnx_bdfix.repair import RepairConfig, repair_model
 
-from .options import device_option, distinct_outputs, image_options, output_option, runtime_options
+from .options import (
+    device_option,
+    distinct_outputs,
+    image_options,
+    output_option,
+    runtime_options,
+)
 from .progress import progress_display
 
 

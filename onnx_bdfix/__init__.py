@@ -10,11 +10,11 @@ files, ``evaluate``, ``inspect`` and ``diff`` the read-only commands.
     model = bd.load_model("model.onnx")
     clean = bd.load_data("clean.npz", model)
     trigger = bd.load_trigger("trigger.npz", model)
-    report = bd.repair(model, clean, trigger, "repaired.onnx")
+    report = bd.repair_model(model, clean, trigger, "repaired.onnx")
 """
 __version__ = "0.1.0"
 
-from .agnostic import agnostic_repair, scan  # noqa: E402
+from .agnostic import agnostic_repair, scan_model  # noqa: E402
 from .data import ImageOptions, load_data, load_trigger, load_triggered  # noqa: E402
 from .diff import diff_models  # noqa: E402
 from .errors import (  # noqa: E402
@@ -27,13 +27,13 @@ from .errors import (  # noqa: E402
     OutputPathError,
     TriggerError,
 )
-from .evaluate import evaluate  # noqa: E402
+from .evaluation import evaluate  # noqa: E402
 from .gate import GateOptions, run_gate  # noqa: E402
 from .model import load_model  # noqa: E402
-from .repair import RepairConfig, RepairReport, repair  # noqa: E402
+from .repair import RepairConfig, RepairReport, repair_model  # noqa: E402
 
 __all__ = ["BdfixError", "DataError", "DeviceError", "GateOptions", "ImageOptions",
            "InputError", "InternalError", "ModelError", "OutputPathError", "RepairConfig",
            "RepairReport", "TriggerError", "__version__", "agnostic_repair", "diff_models",
-           "evaluate", "load_data", "load_model", "load_trigger", "load_triggered", "repair",
-           "run_gate", "scan"]
+           "evaluate", "load_data", "load_model", "load_trigger", "load_triggered",
+           "repair_model", "run_gate", "scan_model"]

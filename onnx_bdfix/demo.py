@@ -6,10 +6,10 @@ from importlib import resources
 from pathlib import Path
 
 from .data import load_data, load_trigger
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .model import load_model
 from .model.runtime import Progress
-from .repair import RepairConfig, repair
+from .repair import RepairConfig, repair_model
 
 DEMO_SAMPLES = 100
 
@@ -26,7 +26,7 @@ def run_demo(workdir: Path, device: str = "auto", progress: Progress | None = No
     clean = load_data(folder / "clean.npz", model, what="clean data").head(DEMO_SAMPLES)
     trigger = load_trigger(folder / "trigger.npz", model)
     repaired_path = workdir / "demo_repaired.onnx"
-    report = repair(model, clean, trigger, repaired_path, RepairConfig(device=device),
+    report = repair_model(model, clean, trigger, repaired_path, RepairConfig(device=device),
                     progress)
     held_out = load_data(folder / "eval.npz", model, what="evaluation data")
     target = card["target_class"]

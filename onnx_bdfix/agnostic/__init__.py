@@ -6,6 +6,6 @@ backdoor) → ``scan`` (a verdict) → ``repair`` (the known-trigger pipeline on
 reconstructions).
 """
 from .repair import agnostic_repair
-from .scan import ScanResult, scan
+from .scan import ScanResult, scan_model
 
-__all__ = ["ScanResult", "agnostic_repair", "scan"]
+__all__ = ["ScanResult", "agnostic_repair", "scan_model"]

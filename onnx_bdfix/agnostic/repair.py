@@ -21,9 +21,9 @@ from ..data import Dataset, Trigger, TriggerSet
 from ..metrics import check_target
 from ..model import as_loaded
 from ..model.runtime import Progress
-from ..repair import RepairConfig, RepairReport, repair
+from ..repair import RepairConfig, RepairReport, repair_model
 from .refine import refine_blend
-from .scan import ALARM, PROBE, ScanResult, scan
+from .scan import ALARM, PROBE, ScanResult, scan_model
 from .search import Found
 
 
@@ -33,7 +33,7 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
     """Scan ``model`` (a path or a loaded model), then repair it against the reconstructions
     of the suspected (or hinted) class."""
     loaded = as_loaded(model)
-    result = scan(loaded, clean, config.output, config.device, evidence=False)
+    result = scan_model(loaded, clean, config.output, config.device, evidence=False)
     hint = config.target_class
     if hint is not None:
         check_target(hint, len(result.found), "--target-class")
@@ -47,7 +47,7 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
     settings = replace(config, target_class=found.target, mode="agnostic",
                        max_clean_drop=max_clean_drop, target_weight_grid=(1.0,),
                        score_without_anchor=True)
-    report = repair(loaded, clean, trigger, out_path, settings, progress,
+    report = repair_model(loaded, clean, trigger, out_path, settings, progress,
                     {"trigger": trigger.source, "trigger_arrays_sha256": trigger.sha256})
     return report, result
 

@@ -52,7 +52,7 @@ class ScanResult:
                 "evidence": self.evidence, "provider": self.provider}
 
 
-def scan(model, clean: Dataset, output: str | None = None, device: str = "auto",
+def scan_model(model, clean: Dataset, output: str | None = None, device: str = "auto",
          probe: int = PROBE, evidence: bool = True) -> ScanResult:
     """``model``: a path, or a model already loaded (:class:`~onnx_bdfix.model.LoadedModel`)."""
     loaded = as_loaded(model)

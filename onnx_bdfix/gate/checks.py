@@ -2,7 +2,7 @@
 ``accuracy``, ``attack_success_rate``, ``accuracy_drop``, ``structure`` and ``scan``."""
 from __future__ import annotations
 
-from ..agnostic.scan import scan
+from ..agnostic.scan import scan_model
 from ..data import Dataset
 from ..model import LoadedModel
 from .result import FAILED, PASSED, SKIPPED, Check, GateOptions, GateResult, ModelFigures
@@ -64,7 +64,7 @@ def structure_check(diff) -> Check:
 
 def scan_check(result: GateResult, loaded: LoadedModel, scan_data: Dataset) -> Check:
     options = result.options
-    found = scan(loaded, scan_data, options.output, options.device, options.probe,
+    found = scan_model(loaded, scan_data, options.output, options.device, options.probe,
                  evidence=False)
     result.scan = found.as_dict()
     top = max(row["suspicion"] for row in found.classes)

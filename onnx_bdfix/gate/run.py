@@ -23,7 +23,7 @@ from ..activations import profile
 from ..data import Dataset, Trigger, TriggerSet, check_against_input
 from ..diff import diff_protos
 from ..errors import DataError, InputError
-from ..evaluate import evaluate, triggered_rows
+from ..evaluation import evaluate, triggered_rows
 from ..metrics import TAKEOVER, declared_target, taken_over, takeover
 from ..model import LoadedModel, as_loaded, model_input
 from .checks import accuracy_check, asr_check, drop_check, scan_check, structure_check
@@ -66,7 +66,7 @@ def run_gate(model, data: Dataset, triggered=None, options: GateOptions | None =
 def measure(loaded: LoadedModel, data: Dataset, triggered, options: GateOptions,
             progress=None) -> tuple[ModelFigures, str]:
     """Clean accuracy, ASR at the target class, per-class accuracy of one loaded model,
-    measured by :func:`onnx_bdfix.evaluate.evaluate`."""
+    measured by :func:`onnx_bdfix.evaluation.evaluate`."""
     found = evaluate(loaded, data, triggered, options.target_class, options.output,
                      options.device, options.batch_size, progress)
     figures = ModelFigures(str(loaded.path), loaded.sha256,

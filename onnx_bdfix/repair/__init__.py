@@ -6,8 +6,8 @@ target class, repair-step keys) → ``candidates`` (which layers) → ``crossval
 ``heldout`` (choose the edit) → ``solve`` (closed form) → ``edit``/``patch``/``anchor``
 (compute, then apply) → ``verify`` (checker) → ``report``. ``pipeline`` strings them together.
 """
-from .pipeline import repair
+from .pipeline import repair_model
 from .plan import RepairConfig
 from .report import RepairReport
 
-__all__ = ["RepairConfig", "RepairReport", "repair"]
+__all__ = ["RepairConfig", "RepairReport", "repair_model"]

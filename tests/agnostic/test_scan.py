@@ -6,10 +6,10 @@ from click.testing import CliRunner
 from conftest import FIXTURES, card
 from onnx_bdfix_cli.main import main
 
-from onnx_bdfix.agnostic import agnostic_repair, scan
+from onnx_bdfix.agnostic import agnostic_repair, scan_model
 from onnx_bdfix.agnostic.geometry import geometry
 from onnx_bdfix.data import load_data, load_trigger
-from onnx_bdfix.evaluate import evaluate
+from onnx_bdfix.evaluation import evaluate
 from onnx_bdfix.model import load_model, model_input
 from onnx_bdfix.repair import RepairConfig
 
@@ -22,14 +22,14 @@ def pool(name, n):
 @pytest.mark.parametrize("name", ["sklearn_mlp_badnets", "cnn_badnets", "keras_cnn_blended"])
 def test_scan_names_the_target(name):
     _, clean = pool(name, 64)
-    result = scan(FIXTURES / name / "model.onnx", clean, device="cpu", evidence=False)
+    result = scan_model(FIXTURES / name / "model.onnx", clean, device="cpu", evidence=False)
     assert result.verdict == "suspicious"
     assert result.suspected_class == card(name)["target_class"]
 
 
 def test_scan_raises_no_alarm_on_the_clean_model():
     _, clean = pool("cnn_clean", 64)
-    result = scan(FIXTURES / "cnn_clean" / "model.onnx", clean, device="cpu")
+    result = scan_model(FIXTURES / "cnn_clean" / "model.onnx", clean, device="cpu")
     assert result.verdict == "clean" and result.suspected_class is None
     assert max(c["suspicion"] for c in result.classes) < 0.6
     assert result.evidence                               # per-layer figures for the top class

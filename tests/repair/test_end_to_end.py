@@ -12,9 +12,9 @@ from conftest import BACKDOORED, FIXTURES, card
 from onnx import numpy_helper
 
 from onnx_bdfix.data import load_data, load_trigger
-from onnx_bdfix.evaluate import evaluate
+from onnx_bdfix.evaluation import evaluate
 from onnx_bdfix.model import load_model, model_input
-from onnx_bdfix.repair import RepairConfig, repair
+from onnx_bdfix.repair import RepairConfig, repair_model
 from onnx_bdfix.repair.layers import find_layers
 from onnx_bdfix.repair.patch import PROVENANCE_KEY
 
@@ -29,7 +29,7 @@ def repair_fixture(name, out_path, **options):
     # the target is read off the model, not taken from the trigger file
     trigger = replace(load_trigger(folder / "trigger.npz", tuple(spec.sample_shape)),
                       target_class=None)
-    report = repair(folder / "model.onnx", clean, trigger, out_path,
+    report = repair_model(folder / "model.onnx", clean, trigger, out_path,
                     RepairConfig(device="cpu", **options))
     held_out = load_data(folder / "eval.npz", spec)
     triggered_eval = held_out.rows(trigger=trigger)

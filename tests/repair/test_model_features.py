@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 
 from onnx_bdfix.data import Dataset, Trigger
 from onnx_bdfix.diff import diff_models
-from onnx_bdfix.repair import RepairConfig, repair
+from onnx_bdfix.repair import RepairConfig, repair_model
 
 TARGET = 0
 
@@ -170,7 +170,7 @@ def repair_and_measure(model, backdoor, tmp_path, layers="auto", external=False)
     else:
         onnx.save_model(model, path)
     out = tmp_path / "out.onnx"
-    report = repair(path, Dataset(clean, None, "0" * 64, "digits"), trigger, out,
+    report = repair_model(path, Dataset(clean, None, "0" * 64, "digits"), trigger, out,
                     RepairConfig(device="cpu", layers=layers))
     onnx.checker.check_model(str(out), full_check=True)
     triggered = trigger.apply(held_x)
