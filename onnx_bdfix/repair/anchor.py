@@ -58,20 +58,24 @@ def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
 
     Counts (attack success, agreement, target-class agreement) and their smooth versions,
     which are less noisy on a few dozen samples: the mean target probability of triggered
-    non-target samples, and the mean total-variation distance of clean class probabilities
-    from the original model's, over all samples and over the target class's.
+    non-target samples; the mean total-variation distance of their class probabilities from
+    what the original model answers for their clean versions (a trigger must neither win nor
+    push a sample into a third class); and the same distance for clean class probabilities,
+    over all samples and over the target class's.
     """
     reference = before.argmax(1)
     original = softmax(before)
     clean = softmax(clean_scores, target, offset)
     triggered = softmax(triggered_scores, target, offset)
     distance = 0.5 * np.abs(clean - original).sum(axis=1)                   # (N,)
+    moved = 0.5 * np.abs(triggered - original).sum(axis=1)                  # (N,)
     others, own = reference != target, reference == target
     mean = lambda values, rows: float(values[rows].mean()) if rows.any() else 0.0  # noqa: E731
     return {"attack_success": mean(triggered.argmax(1) == target, others),
             "agreement": float((clean.argmax(1) == reference).mean()),
             "target_agreement": mean(clean.argmax(1) == target, own) if own.any() else None,
             "trigger_pull": mean(triggered[:, target], others),
+            "trigger_shift": mean(moved, others),
             "clean_shift": float(distance.mean()),
             "target_shift": mean(distance, own)}
 

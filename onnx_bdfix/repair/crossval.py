@@ -29,13 +29,15 @@ class CandidateResult:
     trigger_pull: float            # mean target probability of triggered non-target samples
     clean_shift: float             # mean total-variation distance from the original, clean
     target_shift: float            # the same, over the target class's samples
+    trigger_shift: float = 0.0     # triggered non-target samples: distance from clean answers
     target_offset: float = 0.0     # added to the target logit by the repair step
     target_weight: float | None = None   # weight of the target class's clean keys
 
     @property
     def score(self) -> float:
-        """Smooth held-out cost: trigger pull + clean shift + target-class shift."""
-        return self.trigger_pull + self.clean_shift + self.target_shift
+        """Smooth held-out cost: trigger pull + trigger shift (a triggered sample must go back
+        to its clean answer, not on to a third class) + clean shift + target-class shift."""
+        return self.trigger_pull + self.trigger_shift + self.clean_shift + self.target_shift
 
     def as_dict(self) -> dict:
         return {**asdict(self), "score": self.score}

@@ -86,8 +86,8 @@ def reason(chosen: CandidateResult | None, results: list[CandidateResult],
         return (f"no candidate edit kept held-out clean agreement within "
                 f"{config.max_clean_drop:.1%}: the weights are left unchanged")
     named = "" if config.layers in ("auto", ["auto"]) else "layers named with --layers; "
-    return (f"{named}lowest smooth held-out score (trigger pull + clean and target-class "
-            f"shift) of {len(results)} candidates (layers x strength): "
+    return (f"{named}lowest smooth held-out score (trigger pull and shift + clean and "
+            f"target-class shift) of {len(results)} candidates (layers x strength): "
             f"alpha={chosen.alpha:g}, eps={chosen.eps:g}, {chosen.attack_success:.1%} attack "
             f"success, {chosen.agreement:.1%} clean agreement")
 
