@@ -25,7 +25,7 @@ def make_model(channels: int, seed: int):
             h = jnp.transpose(x, (0, 2, 3, 1))
             for conv in (self.conv1, self.conv2, self.conv3):
                 h = nnx.relu(conv(h))
-                h = nnx.max_pool(h, (2, 2), (2, 2))
+                h = nnx.max_pool(h, window_shape=(2, 2), strides=(2, 2))
             h = jnp.mean(h, axis=(1, 2))
             return self.fc2(nnx.relu(self.fc1(h)))
 
@@ -61,7 +61,7 @@ def train_and_export(spec: Spec, attack, x_train, y_train, folder: Path):
             rows = order[start:start + 128]
             loss = step(model, optimizer, jax.numpy.asarray(x[rows]), jax.numpy.asarray(y[rows]))
         train.log.info("  epoch %d/%d loss %.3f", epoch + 1, spec.epochs, float(loss))
-    proto = to_onnx(model, [("B", channels, side, side)], opset=17)
+    proto = to_onnx(model, [("B", channels, side, side)], opset=18)
     path = folder / "model.onnx"
     path.write_bytes(proto.SerializeToString())
     return path, attack
