@@ -111,10 +111,14 @@ def main() -> None:
     parser.add_argument("--cache", default=None)
     parser.add_argument("--only", default="", help="comma-separated model names")
     parser.add_argument("--framework", default="", help="only models of this framework")
+    parser.add_argument("--cheap-first", action="store_true",
+                        help="build the models that train fastest first")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cache = cache_dir(args.cache)
     names = [n for n in args.only.split(",") if n] or [s.name for s in ZOO]
+    if args.cheap_first:
+        names.sort(key=lambda name: BY_NAME[name].cost)
     for name in names:
         spec = BY_NAME[name]
         folder = cache / name

@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass
 
 EPOCHS = {"preact18": 4, "vgg11": 8, "mobilenetv2": 5, "vit": 8, "convnext": 5, "cnn": 3,
           "mlp": 5, "keras_vgg": 6, "jax_cnn": 4}
+# seconds of one training epoch on two CPU cores (measured with other work running): the
+# order in which --cheap-first builds the zoo
+EPOCH_SECONDS = {"preact18": 96, "vgg11": 11, "mobilenetv2": 86, "vit": 53, "convnext": 86,
+                 "cnn": 5, "mlp": 2, "keras_vgg": 20, "jax_cnn": 20}
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class Spec:
     @property
     def epochs(self) -> int:
         return EPOCHS[self.arch]
+
+    @property
+    def cost(self) -> float:
+        return EPOCHS[self.arch] * EPOCH_SECONDS[self.arch] * (2 if self.attack == "trojannn"
+                                                               else 1)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "options": dict(self.options), "split": self.split,
