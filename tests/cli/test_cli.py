@@ -201,3 +201,27 @@ def test_inspect_lists_layers_without_a_class_score_output(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["score_output"] is None and info["layers"][0]["bypassed"] is None
+
+
+@pytest.mark.parametrize("command", ["inspect", "repair", "evaluate", "scan", "gate", "gate-ref"])
+def test_each_model_is_read_once_per_command(cli, tmp_path, monkeypatch, command):
+    """The CLI loads a model once and hands it to every step (the reference once more)."""
+    import onnx
+
+    import onnx_bdfix.model.load as load
+    reads = []
+    real = onnx.load_model
+    monkeypatch.setattr(load.onnx, "load_model",
+                        lambda path, **kw: reads.append(path) or real(path, **kw))
+    model, clean = BADNETS / "model.onnx", small_clean(tmp_path)
+    trigger = ["--trigger", BADNETS / "trigger.npz"]
+    args = {"inspect": [model],
+            "repair": [model, "--clean", clean, *trigger, "-o", tmp_path / "o.onnx"],
+            "evaluate": [model, "--data", clean, *trigger],
+            "scan": [model, "--clean", clean],
+            "gate": [model, "--data", clean, *trigger, "--scan"],
+            "gate-ref": [model, "--data", clean, *trigger, "--reference", model]}[command]
+    result = cli.invoke(main, [command.split("-")[0], *map(str, args), "--device", "cpu"]
+                        if command != "inspect" else ["inspect", str(model)])
+    assert result.exit_code in (0, 1), result.stderr
+    assert len(reads) == (2 if command == "gate-ref" else 1), reads
