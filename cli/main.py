@@ -16,6 +16,8 @@ import click
 from onnx_bdfix import __version__
 from onnx_bdfix.errors import BdfixError, InputError
 
+from . import check_commands, model_commands, repair_commands
+
 EXIT_INPUT, EXIT_INTERNAL = 3, 4
 
 
@@ -57,11 +59,6 @@ def main(debug: bool, verbose: bool) -> None:
                         stream=sys.stderr)
 
 
-def _register() -> None:
-    from . import check_commands, model_commands, repair_commands
-    for module in (model_commands, repair_commands, check_commands):
-        for command in module.COMMANDS:
-            main.add_command(command)
-
-
-_register()
+for _module in (model_commands, repair_commands, check_commands):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
