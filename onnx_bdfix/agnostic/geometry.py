@@ -21,12 +21,59 @@ class Geometry:
     shape: tuple
 
     def to_sample(self, image: np.ndarray) -> np.ndarray:
-        """(H, W) image -> an array that broadcasts to one sample."""
+        """(H, W) image, or (C, H, W) one per channel -> an array that broadcasts to one
+        sample."""
+        if image.ndim == 3:
+            if self.layout == "CHW":
+                return image
+            if self.layout == "HWC":
+                return image.transpose(1, 2, 0)
+            return image.reshape(-1)
         if self.layout == "CHW":
             return image[None]
         if self.layout == "HWC":
             return image[..., None]
         return image.reshape(-1)
+
+    def to_image(self, sample: np.ndarray) -> np.ndarray:
+        """An array broadcasting to one sample -> (C, H, W)."""
+        full = np.broadcast_to(sample, self.shape)
+        if self.layout == "HWC":
+            return np.ascontiguousarray(full.transpose(2, 0, 1))
+        return np.asarray(full).reshape(self.channels, self.height, self.width)
+
+    def per_channel(self, values: np.ndarray) -> np.ndarray:
+        """(C,) values -> an array that broadcasts to one sample, one value per channel."""
+        values = np.asarray(values, np.float32)
+        if self.layout == "CHW":
+            return values.reshape(-1, 1, 1)
+        if self.layout == "HWC":
+            return values.reshape(1, 1, -1)
+        return values.reshape(())
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The range the clean samples span in the model's own scale, per channel: what every
+    reconstruction stays inside (a normalized input has no "white = 1.0")."""
+    low: np.ndarray      # (C,)
+    high: np.ndarray     # (C,)
+
+    @property
+    def span(self) -> np.ndarray:
+        return self.high - self.low
+
+    def image(self, cells: np.ndarray) -> np.ndarray:
+        """(size, size) or (C, size, size) on/off cells -> (C, size, size) values."""
+        cells = np.broadcast_to(cells, (len(self.low), *np.shape(cells)[-2:]))
+        return np.where(cells > 0, self.high[:, None, None], self.low[:, None, None])
+
+
+def domain(geo: Geometry, probe: np.ndarray) -> Domain:
+    """Per-channel minimum and maximum of the probe samples."""
+    images = np.stack([geo.to_image(sample) for sample in probe])      # (N, C, H, W)
+    return Domain(images.min(axis=(0, 2, 3)).astype(np.float64),
+                  images.max(axis=(0, 2, 3)).astype(np.float64))
 
 
 def geometry(sample_shape: tuple) -> Geometry:
@@ -55,11 +102,14 @@ def blend(geo: Geometry, mask: np.ndarray, pattern: np.ndarray, label: str) -> T
                           "pattern": geo.to_sample(pattern.astype(np.float32))}, label)
 
 
-def patch(geo: Geometry, top: int, left: int, cells: np.ndarray, low: float,
-          high: float) -> Trigger:
-    size = len(cells)
+def patch(geo: Geometry, top: int, left: int, cells: np.ndarray, span: Domain) -> Trigger:
+    """A square patch: ``cells`` (size, size), the same on every channel, or (C, size, size)
+    one bit per channel; on = the channel's high end, off = its low end."""
+    size = np.shape(cells)[-1]
     mask = np.zeros((geo.height, geo.width))
-    pattern = np.full((geo.height, geo.width), low)
     mask[top:top + size, left:left + size] = 1.0
-    pattern[top:top + size, left:left + size] = np.where(cells > 0, high, low)
+    pattern = span.image(np.zeros((geo.height, geo.width)))
+    pattern[:, top:top + size, left:left + size] = span.image(cells)
+    if geo.channels == 1:
+        pattern = pattern[0]
     return blend(geo, mask, pattern, f"patch {size}x{size} at ({top}, {left})")

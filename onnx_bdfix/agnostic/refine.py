@@ -7,7 +7,7 @@ import numpy as np
 from ..data import Trigger
 from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
-from .geometry import blend, geometry
+from .geometry import blend, domain, geometry
 
 BLEND_STEPS = 30          # ascent steps
 BLEND_PAIRS = 20          # antithetic perturbation pairs per step
@@ -27,7 +27,10 @@ def refine_blend(runner: Runner, output: str, probe: np.ndarray, trigger: Trigge
     to the backdoor's own boundary as the search gets.
     """
     geo = geometry(probe.shape[1:])
-    low, high = float(np.min(probe)), float(np.max(probe))
+    span = domain(geo, probe)
+    grey = geo.channels == 1
+    low = span.low[0] if grey else span.low[:, None, None]             # () or (C, 1, 1)
+    high = span.high[0] if grey else span.high[:, None, None]
     ratio = float(np.max(trigger.arrays["mask"]))
     outside = probe[scores(runner, probe, output, len(probe)).argmax(1) != target]
     if len(outside) == 0:
@@ -39,7 +42,8 @@ def refine_blend(runner: Runner, output: str, probe: np.ndarray, trigger: Trigge
         return float(softmax(scores(runner, triggered, output, len(outside)))[:, target].mean())
 
     rng = np.random.default_rng(seed)
-    pattern = np.asarray(trigger.arrays["pattern"], np.float64).reshape(geo.height, geo.width)
+    pattern = geo.to_image(np.asarray(trigger.arrays["pattern"], np.float64))   # (C, H, W)
+    pattern = pattern[0] if grey else pattern
     sigma, step = BLEND_SIGMA * (high - low), BLEND_STEP * (high - low)
     for _ in range(BLEND_STEPS):
         gradient = np.zeros_like(pattern)
@@ -52,7 +56,8 @@ def refine_blend(runner: Runner, output: str, probe: np.ndarray, trigger: Trigge
             break
         pattern = np.clip(pattern + step * gradient / largest, low, high)
     def flips(strength: float) -> float:
-        triggered = blend(geo, np.full_like(pattern, strength), pattern, "").apply(outside)
+        triggered = blend(geo, np.full((geo.height, geo.width), strength), pattern,
+                          "").apply(outside)
         return float((scores(runner, triggered, output, len(outside)).argmax(1)
                       == target).mean())
 

@@ -16,7 +16,7 @@ import numpy as np
 from ..data import Trigger
 from ..model.runtime import Runner, scores
 from .families import global_triggers, patch_triggers
-from .geometry import Geometry, geometry, patch
+from .geometry import Domain, Geometry, domain, geometry, patch
 
 REFINE_STEPS = 40
 RUNNERS_UP = 8
@@ -53,15 +53,15 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0) -> lis
     base = scores(runner, probe, output, len(probe)).argmax(1)
     n_classes = int(scores(runner, probe[:1], output, 1).shape[1])
     geo = geometry(probe.shape[1:])
-    low, high = float(np.min(probe)), float(np.max(probe))
+    span = domain(geo, probe)
     best: dict[int, Found] = {}
-    for source in (patch_triggers(geo, low, high), global_triggers(geo, low, high)):
+    for source in (patch_triggers(geo, span), global_triggers(geo, span)):
         for params, trigger in source:
             rates = flip_rates(runner, output, probe, base, trigger, n_classes)
             _keep_best(best, rates, params, trigger)
     for found in list(best.values()):
         if found.params["family"] == "patch":
-            _keep_best_found(best, refine(runner, output, probe, base, found, geo, low, high,
+            _keep_best_found(best, refine(runner, output, probe, base, found, geo, span,
                                           n_classes, np.random.default_rng(seed)))
     return [best[cls] for cls in sorted(best)]
 
@@ -86,23 +86,30 @@ def _keep_best_found(best: dict, found: "Found") -> None:
         best[found.target] = found
 
 
-def refine(runner, output, probe, base, found: Found, geo: Geometry, low, high, n_classes,
-           rng) -> Found:
-    """Local search on a patch: flip one cell or move one pixel, keep what flips more."""
+def refine(runner, output, probe, base, found: Found, geo: Geometry, span: Domain,
+           n_classes, rng) -> Found:
+    """Local search on a patch: flip one cell (one channel of it, on colour input) or move
+    one pixel, keep what flips more. Colour input gets more steps: it has more bits."""
     params = dict(found.params)
     cells = np.array(params["cells"])
+    if geo.channels > 1 and cells.ndim == 2:
+        cells = np.repeat(cells[None], geo.channels, axis=0)          # (C, size, size)
     top, left, size = params["top"], params["left"], params["size"]
     rate = found.flip_rate
     current = found
-    for _ in range(REFINE_STEPS):
+    for _ in range(REFINE_STEPS * geo.channels):
         new_cells, new_top, new_left = cells.copy(), top, left
         if rng.random() < 0.5:
             i, j = rng.integers(size, size=2)
-            new_cells[i, j] = 1 - new_cells[i, j]
+            if cells.ndim == 3:
+                channel = rng.integers(geo.channels)
+                new_cells[channel, i, j] = 1 - new_cells[channel, i, j]
+            else:
+                new_cells[i, j] = 1 - new_cells[i, j]
         else:
             new_top = int(np.clip(top + rng.integers(-1, 2), 0, geo.height - size))
             new_left = int(np.clip(left + rng.integers(-1, 2), 0, geo.width - size))
-        trigger = patch(geo, new_top, new_left, new_cells, low, high)
+        trigger = patch(geo, new_top, new_left, new_cells, span)
         new_rate = flip_rates(runner, output, probe, base, trigger, n_classes)[found.target]
         if new_rate >= rate:
             cells, top, left, rate = new_cells, new_top, new_left, float(new_rate)
