@@ -99,7 +99,7 @@ def main() -> None:
             if not args.render_only:
                 run_model(cache / spec.name, cards[spec.name], results, path, args.slices,
                           not args.no_agnostic)
-    Path(args.out).write_text(render(cards, results, args.slices))
+    Path(args.out).write_text(render(cards, results, args.slices, len(ZOO)))
 
 
 if __name__ == "__main__":
