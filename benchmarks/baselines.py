@@ -64,12 +64,47 @@ def scoring(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x.astype(np.float32), y, triggered.astype(np.float32)
 
 
+def explicit_pads(proto):
+    """auto_pad SAME_* written out as pads (onnx2torch takes only explicit pads), from the
+    shapes ONNX shape inference gives; the model computes the same thing."""
+    import onnx
+    from onnx import helper
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    shapes.update({t.name: list(t.dims) for t in proto.graph.initializer})
+    for node in proto.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("auto_pad", b"NOTSET")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode not in ("SAME_UPPER", "SAME_LOWER"):
+            continue
+        spatial = shapes[node.input[0]][2:]
+        kernel = attrs.get("kernel_shape") or shapes[node.input[1]][2:]
+        strides = attrs.get("strides", [1] * len(spatial))
+        begins, ends = [], []
+        for size, k, s in zip(spatial, kernel, strides):
+            total = max(0, (-(-size // s) - 1) * s + k - size)
+            small, large = total // 2, total - total // 2
+            begins.append(small if mode == "SAME_UPPER" else large)
+            ends.append(large if mode == "SAME_UPPER" else small)
+        kept = [a for a in node.attribute if a.name != "auto_pad"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("pads", begins + ends)])
+    return proto
+
+
 def convert(model_path: Path, x: np.ndarray):
     """The ONNX model as a trainable torch module, checked against ONNX Runtime."""
+    import onnx
     import onnxruntime as ort
     import torch
     from onnx2torch import convert as to_torch
-    module = to_torch(str(model_path))
+    proto = onnx.load(str(model_path))
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    if opset > 17:                        # onnx2torch has no converters for some opset-18 ops
+        proto = onnx.version_converter.convert_version(proto, 17)
+    module = to_torch(explicit_pads(proto))
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     expected = session.run(None, {session.get_inputs()[0].name: x[:32]})[0]
     with torch.no_grad():
@@ -197,6 +232,8 @@ def main() -> None:
     parser.add_argument("--only", default="")
     parser.add_argument("--defenses", default="ft,fp,ftsam")
     parser.add_argument("--sizes", default="100,2500")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run again the defenses that failed before")
     args = parser.parse_args()
     cache = cache_dir(args.cache)
     results = load_results(cache / RESULTS)
@@ -209,7 +246,8 @@ def main() -> None:
         for defense in args.defenses.split(","):
             for size in map(int, args.sizes.split(",")):
                 run = f"{defense}_{size}"
-                if (spec.name, run) in results:
+                done = results.get((spec.name, run))
+                if done is not None and not (args.retry_failed and done.get("exit")):
                     continue
                 scored = scored or scoring(folder)
                 try:
