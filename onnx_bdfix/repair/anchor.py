@@ -61,7 +61,10 @@ def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
     non-target samples; the mean total-variation distance of their class probabilities from
     what the original model answers for their clean versions (a trigger must neither win nor
     push a sample into a third class); and the same distance for clean class probabilities,
-    over all samples and over the target class's.
+    over all samples and over the target class's. ``expected_drop`` estimates the loss of
+    clean accuracy without labels: the original model's own probability of its answer minus
+    its probability of the edited model's answer (0 where the answer stays), as if the
+    original were calibrated.
     """
     reference = before.argmax(1)
     original = softmax(before)
@@ -71,8 +74,12 @@ def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
     moved = 0.5 * np.abs(triggered - original).sum(axis=1)                  # (N,)
     others, own = reference != target, reference == target
     mean = lambda values, rows: float(values[rows].mean()) if rows.any() else 0.0  # noqa: E731
+    answered = clean.argmax(1)
+    expected = original[np.arange(len(reference)), reference] - \
+        original[np.arange(len(reference)), answered]                   # (N,) >= 0
     return {"attack_success": mean(triggered.argmax(1) == target, others),
-            "agreement": float((clean.argmax(1) == reference).mean()),
+            "agreement": float((answered == reference).mean()),
+            "expected_drop": float(expected.mean()),
             "target_agreement": mean(clean.argmax(1) == target, own) if own.any() else None,
             "trigger_pull": mean(triggered[:, target], others),
             "trigger_shift": mean(moved, others),

@@ -30,6 +30,7 @@ class CandidateResult:
     clean_shift: float             # mean total-variation distance from the original, clean
     target_shift: float            # the same, over the target class's samples
     trigger_shift: float = 0.0     # triggered non-target samples: distance from clean answers
+    expected_drop: float = 0.0     # label-free estimate of the clean-accuracy loss (anchor.py)
     target_offset: float = 0.0     # added to the target logit by the repair step
     target_weight: float | None = None   # weight of the target class's clean keys
 
