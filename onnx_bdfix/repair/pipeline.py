@@ -12,21 +12,20 @@ import functools
 import time
 from contextlib import contextmanager
 
-import numpy as np
 import onnx
 
 from ..data import Dataset
 from ..metrics import check_labels, declared_target
 from ..model import as_loaded, save_model
 from ..model.large import copy_proto
-from ..model.runtime import Progress, open_runner, scores
+from ..model.runtime import Progress
 from .crossval import CandidateResult, best, cross_validate_all
 from .edit import Anchor, edited_model
 from .fit import Fit, Samples, collect_fit, order_samples
 from .patch import set_provenance
 from .plan import Plan, RepairConfig, make_plan
 from .report import Outcome, RepairReport, build_report, provenance
-from .verify import full_check
+from .verify import full_check, repaired_scores
 
 
 class Clock:
@@ -65,10 +64,11 @@ def repair_model(model, clean: Dataset, triggered, out_path, config: RepairConfi
         set_provenance(repaired, provenance(plan, clean, trigger_info or {
             "trigger_sha256": triggered.sha256}, chosen, fit.target, config))
     with clock("verify"):
-        provider, after = verify_and_save(plan, samples, repaired, out_path, config, progress)
+        provider, after, rows = verify_and_save(plan, fit, samples, repaired, chosen, out_path,
+                                                config, progress)
     labels = clean.y[plan.order] if clean.y is not None else fit.reference
-    return build_report(plan, fit, Outcome(results, chosen, provider, after, labels), config,
-                        out_path, clock.seconds)
+    return build_report(plan, fit, Outcome(results, chosen, provider, after, labels, rows),
+                        config, out_path, clock.seconds)
 
 
 def apply_choice(plan: Plan, fit: Fit, chosen: CandidateResult | None,
@@ -85,16 +85,17 @@ def apply_choice(plan: Plan, fit: Fit, chosen: CandidateResult | None,
                         (chosen.alpha, chosen.eps, config.overshoot), anchor)
 
 
-def verify_and_save(plan: Plan, samples: Samples, repaired: onnx.ModelProto, out_path,
-                    config: RepairConfig, progress: Progress | None
-                    ) -> tuple[str, tuple[np.ndarray, np.ndarray]]:
-    """Run the repaired model in memory, then write it and check the file before it is
-    renamed into place. Returns the provider and the (clean, triggered) scores it gave."""
-    runner = open_runner(repaired, config.device, "all")
-    checked = slice(0, min(len(samples.clean), config.verify_samples))
-    after = tuple(scores(runner, rows[checked], plan.output, config.batch_size, progress,
-                         "verifying") for rows in (samples.clean, samples.triggered))
+def verify_and_save(plan: Plan, fit: Fit, samples: Samples, repaired: onnx.ModelProto,
+                    chosen: CandidateResult | None, out_path, config: RepairConfig,
+                    progress: Progress | None):
+    """Run the repaired model in memory (:func:`verify.repaired_scores`), then write it and
+    check the file before it is renamed into place. Returns the provider, the (clean,
+    triggered) scores it gave and the rows (in fold order) they are of."""
+    layers = [plan.by_name[name] for name in chosen.layers] if chosen else []
+    provider, after, rows = repaired_scores(repaired, fit, samples, layers, plan.output,
+                                            config.device, config.batch_size,
+                                            config.verify_samples, progress)
     save_model(repaired, out_path, plan.loaded.external_tensors,
                check=functools.partial(full_check, original=plan.loaded.path),
                inputs=plan.loaded.external_files)
-    return runner.provider, after
+    return provider, after, rows

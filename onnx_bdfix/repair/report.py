@@ -47,13 +47,14 @@ class Outcome:
     provider: str
     after: tuple[np.ndarray, np.ndarray]    # (checked, classes) clean and triggered scores
     labels: np.ndarray                      # (N,) true labels, or the original's answers
+    rows: np.ndarray                        # (checked,) the fold-ordered rows ``after`` is of
 
 
 def build_report(plan: Plan, fit: Fit, outcome: Outcome, config: RepairConfig, out_path,
                  timings: dict) -> RepairReport:
     chosen, collected = outcome.chosen, fit.collected
-    checked = len(outcome.after[0])             # samples the repaired model was re-run on
-    labels = outcome.labels[:checked]
+    rows = outcome.rows                          # the samples the repaired model answered
+    labels = outcome.labels[rows]
     evidence = layer_evidence(plan.loaded.index, plan.layers, plan.involved, collected.stats,
                               plan.output, chosen.layers if chosen else ())
     return RepairReport(
@@ -65,8 +66,8 @@ def build_report(plan: Plan, fit: Fit, outcome: Outcome, config: RepairConfig, o
         chosen_figures=chosen.as_dict() if chosen else {},
         repair_step=repair_step(fit, chosen, config),
         candidates=[r.as_dict() for r in outcome.results],
-        parity=parity(collected.clean_scores[:checked], outcome.after[0]).as_dict(),
-        before=quality(collected.clean_scores[:checked], collected.triggered_scores[:checked],
+        parity=parity(collected.clean_scores[rows], outcome.after[0]).as_dict(),
+        before=quality(collected.clean_scores[rows], collected.triggered_scores[rows],
                        labels, fit.target).as_dict(),
         after=quality(*outcome.after, labels, fit.target).as_dict(),
         timings=timings, config=asdict(config))
