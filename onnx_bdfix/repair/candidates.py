@@ -105,3 +105,14 @@ def candidate_sets(index: GraphIndex, layers: list[Layer], output: str,
     return sets
 
 
+
+
+def merge_layers(index: GraphIndex, layers: list[Layer], output: str,
+                 max_layers: int = 4) -> list[Layer]:
+    """The stronger edits, tried when the plain ones fall short: the latest affordable
+    branch layers of residual merges, each as a merge edit (it answers for its bypass too),
+    latest first."""
+    cheap = affordable(index, layers)
+    branches = [layer for layer in layers if layer.merge_skip and layer.name in cheap
+                and index.has_bypass({layer.node_index}, output)]
+    return [layer.with_bypass() for layer in reversed(branches[-max_layers:])]

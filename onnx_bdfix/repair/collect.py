@@ -52,7 +52,9 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x, triggered_
     """``clean_x``, ``triggered_x``: rows (N, ...) in fold order; ``triggered_x`` may be None.
     """
     key_names = list(dict.fromkeys(layer.key_tensor for layer in layers))
-    runner = open_runner(expose(model, [output] + key_names), device, "all")
+    skip_names = [layer.merge_skip for layer in layers if layer.merge]
+    exposed = list(dict.fromkeys(key_names + skip_names))
+    runner = open_runner(expose(model, [output] + exposed), device, "all")
     # a Gemm with transA reads its input batch-last: such tensors are not kept (held-out
     # scoring then runs the whole model)
     batch_last = {layer.key_tensor for layer in layers
@@ -71,7 +73,7 @@ def collect_statistics(model: onnx.ModelProto, layers: list, clean_x, triggered_
                      {name: ([], []) for name in kept_names})
         for part in batch_slices(len(rows), batch_size):
             batch_rows = slice(rows.start + part.start, rows.start + part.stop)
-            _one_batch(runner, layers, key_names, output, clean_x, triggered_x, batch_rows,
+            _one_batch(runner, layers, exposed, output, clean_x, triggered_x, batch_rows,
                        sums, result, mark, max(0, min(part.stop, keep) - part.start))
             if progress:
                 progress(stage, batch_rows.stop, len(clean_x))
@@ -112,9 +114,20 @@ def _accumulate(layers: list, values: dict, size: int, with_triggered: bool, sum
         clean_part, triggered_part = split_samples(layer, values[layer.key_tensor], size)
         clean_keys = keys(layer, clean_part)                          # (groups, n_keys, d)
         triggered_keys = keys(layer, triggered_part) if with_triggered else None
-        sums.stats[layer.name].add(clean_keys, triggered_keys, ones)
+        change = skip_change(layer, values, size) if layer.merge and with_triggered else None
+        sums.stats[layer.name].add(clean_keys, triggered_keys, ones, change)
         if chosen is not None and chosen.any():
             sums.marked[layer.name].add(clean_keys, None, chosen.astype(np.float32))
+
+
+def skip_change(layer, values: dict, size: int) -> np.ndarray:
+    """s − s̃ at the merge, one row per key location: (1, n_keys, m)."""
+    skip = np.asarray(values[layer.merge_skip], np.float32)
+    if layer.op == "Conv":                                      # (N, C, H, W) -> (N·H·W, C)
+        skip = np.moveaxis(skip, 1, -1)
+    rows = skip.reshape(-1, skip.shape[-1])
+    half = len(rows) // 2
+    return (rows[:half] - rows[half:])[None]
 
 
 def _close_fold(layers: list, sums: _Fold, result: Collected, rows: range, keep: int) -> None:

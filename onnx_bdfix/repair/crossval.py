@@ -57,9 +57,17 @@ def strengths(fit: Fit, config: RepairConfig) -> list[Strength]:
 
 
 def cross_validate_all(plan: Plan, fit: Fit, config: RepairConfig) -> list[CandidateResult]:
-    return [result for strength in strengths(fit, config) for names in plan.sets
-            for result in cross_validate(fit, [plan.by_name[n] for n in names], strength,
-                                         config.score_without_anchor)]
+    """Every plain candidate; then, only where the best of them leaves more held-out attack
+    success than ``config.stronger_above``, the stronger merge edits too."""
+    def run(sets) -> list[CandidateResult]:
+        return [result for strength in strengths(fit, config) for names in sets
+                for result in cross_validate(fit, [plan.by_name[n] for n in names], strength,
+                                             config.score_without_anchor)]
+    results = run(plan.sets)
+    chosen = best(results, config.max_clean_drop, fit.held_out_count)
+    if plan.stronger and (chosen is None or chosen.attack_success > config.stronger_above):
+        results += run(plan.stronger)
+    return results
 
 
 def cross_validate(fit: Fit, layers: list[Layer], strength: Strength,

@@ -50,8 +50,11 @@ class HeldOut:
         except Exception as exc:  # noqa: BLE001 - any failure means: run the whole model
             log.debug("no tail from %s: %s", key_tensors, exc)
             return None
-        needed = {value.name for value in GraphIndex(tail).inputs}
-        return tail if needed <= set(key_tensors) else None
+        index = GraphIndex(tail)
+        needed = {value.name for value in index.inputs}
+        known = needed | set(index.initializers) | set(index.producers)
+        unfed = {name for node in tail.graph.node for name in node.input if name} - known
+        return tail if needed <= set(key_tensors) and not unfed else None
 
     def scores(self, edited: onnx.ModelProto, key_tensors: tuple[str, ...],
                fold: int, whole: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ inverse back to the initializer; :mod:`.keys` turns the layer's input into keys.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -34,6 +34,12 @@ class Layer:
     bias: str = ""           # initializer added to the output (Conv B, Gemm C, MatMul's Add)
     shared_weight: bool = False
     attrs: dict = field(default_factory=dict)
+    merge_skip: str = ""     # the other input of the residual Add the output flows into
+    merge: bool = False      # edit it to answer for that bypass too (a merge edit)
+
+    def with_bypass(self) -> "Layer":
+        """The same layer as a merge edit: it also makes up for what its bypass carries."""
+        return replace(self, name=f"{self.name} (+bypass)", merge=True)
 
     def describe(self) -> str:
         shape = "x".join(map(str, self.weight_shape))
@@ -58,6 +64,7 @@ def find_layers(model) -> list[Layer]:
             layer.followed_by = _follower(node.output[0], users, inits)
             layer.bias = _bias(node, layer, users, inits)
             layer.shared_weight = len(users.get(layer.weight, [])) > 1
+            layer.merge_skip = _merge_skip(layer, users, inits)
             found.append(layer)
     return found
 
@@ -102,6 +109,22 @@ def _bias(node: onnx.NodeProto, layer: Layer, users: dict, inits: dict) -> str:
         return ""
     size = int(np.prod(inits[name].dims)) if inits[name].dims else 1
     return name if size == layer.groups * layer.out_dim else ""
+
+
+def _merge_skip(layer: Layer, users: dict, inits: dict) -> str:
+    """The skip tensor of the residual Add right after the layer (after its bias Add), when
+    the layer is a branch of a merge: an edit can then answer for the whole merge."""
+    if layer.groups != 1 or layer.followed_by not in ("", "Add (bias)") or \
+            layer.attrs.get("transA", 0):
+        return ""
+    output = layer.output_tensor
+    if layer.followed_by == "Add (bias)":
+        output = users[output][0].output[0]
+    after = users.get(output, [])
+    if len(after) != 1 or after[0].op_type != "Add" or len(after[0].input) != 2:
+        return ""
+    other = [name for name in after[0].input if name != output]
+    return other[0] if len(other) == 1 and other[0] not in inits else ""
 
 
 def _follower(output: str, users: dict, inits: dict) -> str:

@@ -12,7 +12,7 @@ from ..data import Dataset
 from ..errors import DataError, ModelError
 from ..model import LoadedModel, model_input, score_output
 from ..model.save import check_model_output
-from .candidates import pick_layers
+from .candidates import merge_layers, pick_layers
 from .layers import Layer, find_layers
 
 MIN_SAMPLES = 8
@@ -47,6 +47,8 @@ class RepairConfig:
     batch_size: int = 64
     seed: int = 0
     max_clean_drop: float | None = None  # edit only within this loss of held-out agreement
+    stronger_above: float | None = 0.02  # try merge edits when the plain ones leave more
+                                         # held-out attack success than this (None: never)
     mode: str = "bdk"                   # "bdk": trigger given; "agnostic": reconstructed
 
 
@@ -59,6 +61,7 @@ class Plan:
     sets: list[tuple[str, ...]]
     order: np.ndarray          # (N,) sample permutation that groups the folds
     bounds: list[int]          # fold f holds rows bounds[f]:bounds[f + 1] of the permuted data
+    stronger: list[tuple[str, ...]] = ()   # merge edits, tried when ``sets`` fall short
 
     @property
     def by_name(self) -> dict[str, Layer]:
@@ -66,7 +69,8 @@ class Plan:
 
     @property
     def involved(self) -> list[Layer]:
-        return [layer for layer in self.layers if any(layer.name in s for s in self.sets)]
+        every = [*self.sets, *self.stronger]
+        return [layer for layer in self.layers if any(layer.name in s for s in every)]
 
     @property
     def folds(self) -> int:
@@ -96,6 +100,10 @@ def make_plan(loaded: LoadedModel, clean: Dataset, out_path, config: RepairConfi
         raise DataError(f"{clean.source}: {len(clean)} clean samples; at least "
                         f"{MIN_SAMPLES} are needed (100 or more work well)")
     sets = pick_layers(config.layers, layers, loaded.index, output, config.max_auto_layers)
+    merges = []
+    if config.layers in ("auto", ["auto"]) and config.stronger_above is not None:
+        merges = merge_layers(loaded.index, layers, output, config.max_auto_layers)
     folds = min(config.folds, max(2, len(clean) // 10))
     order, bounds = fold_order(len(clean), folds, config.seed)
-    return Plan(loaded, output, layers, sets, order, bounds)
+    return Plan(loaded, output, layers + merges, sets, order, bounds,
+                [(layer.name,) for layer in merges])

@@ -3,6 +3,10 @@
     minimize over Δ:  α‖K̃(W+Δ)ᵀ − K Wᵀ‖² + ‖K Δᵀ‖²_w + λ‖Δ‖²
     ⇒ (KᵀWK + α K̃ᵀK̃ + λI) Δᵀ = α (K̃ᵀK − K̃ᵀK̃) Wᵀ,    λ = ε·trace(KᵀWK + αK̃ᵀK̃)/d
 
+For a branch layer whose output meets a residual bypass s at an Add (a merge edit), the
+triggered answer must make up for what the bypass carries too: K̃(W+Δ)ᵀ ≈ K Wᵀ + S − S̃, which
+adds α K̃ᵀ(S − S̃) to the right-hand side.
+
 Each output row of W is solved independently, so a per-channel affine map after the layer
 (BatchNormalization, Mul/Add, bias) does not change the edit: the bias cancels.
 """
@@ -42,6 +46,8 @@ def bdk_correction(weights: np.ndarray, stats: KeyStats, alpha: float = 1.0,
         lhs = lhs + ridge(lhs, eps) * np.eye(lhs.shape[0])
         moved = stats.trig_clean[group] - stats.trig_trig[group]         # K̃ᵀK − K̃ᵀK̃ (d, d)
         rhs = alpha * moved @ w.T                                        # (d, m)
+        if stats.trig_skip is not None:       # answer for the bypass too: W k̃ ≈ W k + s − s̃
+            rhs += alpha * stats.trig_skip[group]
         if overshoot:
             shift = w @ (stats.trig_key_sum[group] - stats.key_sum[group]) / stats.n_keys  # (m,)
             rhs -= alpha * overshoot * np.outer(stats.trig_key_sum[group], shift)

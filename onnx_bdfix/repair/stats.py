@@ -3,6 +3,8 @@
     clean_clean = Σ w_i k_i k_iᵀ      (KᵀWK: clean keys, weighted per sample)
     trig_trig   = Σ k̃_i k̃_iᵀ         (K̃ᵀK̃)
     trig_clean  = Σ k̃_i k_iᵀ         (K̃ᵀK: same sample, same location)
+    trig_skip   = Σ k̃_i (s_i − s̃_i)ᵀ  (K̃ᵀ(S − S̃), (groups, d, m): for a layer whose output
+                                       meets a residual bypass s, what the bypass carries)
 
 Each batch is multiplied in float32 with BLAS and added in float64. Sums of separate batches,
 folds or machines add up with ``+``.
@@ -25,10 +27,13 @@ class KeyStats:
         self.n_keys = 0
         self.weight_sum = 0.0                           # Σ w_i over keys
         self.n_samples = 0
+        self.trig_skip = None                           # (groups, d, m), merge layers only
 
     def add(self, clean_keys: np.ndarray, triggered_keys: np.ndarray | None = None,
-            sample_weights: np.ndarray | None = None) -> None:
-        """clean_keys, triggered_keys: (groups, n_keys, d), n_keys a multiple of the samples."""
+            sample_weights: np.ndarray | None = None,
+            skip_change: np.ndarray | None = None) -> None:
+        """clean_keys, triggered_keys: (groups, n_keys, d), n_keys a multiple of the samples;
+        skip_change: (groups, n_keys, m), s − s̃ at the same locations (merge layers)."""
         n_samples = len(sample_weights) if sample_weights is not None else None
         per_key = self._key_weights(clean_keys.shape[1], sample_weights)       # (n_keys,)
         weighted = clean_keys * per_key[None, :, None]
@@ -40,6 +45,9 @@ class KeyStats:
             self.trig_trig += np.matmul(triggered_t, triggered_keys)
             self.trig_clean += np.matmul(triggered_t, clean_keys)
             self.trig_key_sum += triggered_keys.sum(axis=1)
+            if skip_change is not None:
+                moved = np.matmul(triggered_t, skip_change)              # (groups, d, m)
+                self.trig_skip = moved if self.trig_skip is None else self.trig_skip + moved
         self.n_keys += clean_keys.shape[1]
         self.n_samples += n_samples or 0
 
@@ -57,7 +65,8 @@ class KeyStats:
 
     def __add__(self, other: "KeyStats") -> "KeyStats":
         total = KeyStats(*self.clean_clean.shape[:2], with_triggered=self.trig_trig is not None)
-        for name in ("clean_clean", "trig_trig", "trig_clean", "key_sum", "trig_key_sum"):
+        for name in ("clean_clean", "trig_trig", "trig_clean", "key_sum", "trig_key_sum",
+                     "trig_skip"):
             mine = getattr(self, name)
             if mine is not None:
                 setattr(total, name, mine + getattr(other, name))

@@ -48,6 +48,8 @@ def test_backdoor_is_removed(name, tmp_path):
     assert before.clean_accuracy - after.clean_accuracy <= 0.01                 # <= 0.5
     assert before.target_class_accuracy - after.target_class_accuracy <= 0.01   # <= 0.3
     assert report.parity["agreement"] >= 0.9
+    # plain edits suffice here: the stronger merge edits are not even tried
+    assert not any(c["layers"][0].endswith("(+bypass)") for c in report.candidates)
 
 
 def test_clean_model_keeps_its_accuracy(tmp_path):

@@ -121,3 +121,25 @@ def test_weights_that_are_not_constants_are_not_editable():
                        [tensor_info("x", [2, 3]), tensor_info("z", [3, 4])],
                        [tensor_info("y", [2, 4])], [])
     assert find_layers(model) == []
+
+
+def test_branch_layers_know_the_bypass_they_merge_with():
+    from conftest import init, make_model, tensor_info
+    from onnx import TensorProto
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w_in"], ["h"], name="fc_in"),
+         helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w_branch"], ["b0"], name="fc_branch"),
+         helper.make_node("Add", ["b0", "bias"], ["b"]),
+         helper.make_node("Add", ["h", "b"], ["c"], name="merge"),
+         helper.make_node("MatMul", ["c", "w_out"], ["y"], name="fc_out")],
+        [tensor_info("x", ["N", 6])], [tensor_info("y", ["N", 3], TensorProto.FLOAT)],
+        [init("w_in", rng.normal(size=(6, 8)).astype(np.float32)),
+         init("w_branch", rng.normal(size=(8, 8)).astype(np.float32)),
+         init("bias", np.zeros(8, np.float32)),
+         init("w_out", rng.normal(size=(8, 3)).astype(np.float32))])
+    found = {layer.name: layer for layer in find_layers(model)}
+    assert found["fc_branch"].merge_skip == "h"
+    assert found["fc_in"].merge_skip == "" and found["fc_out"].merge_skip == ""
+    assert found["fc_branch"].with_bypass().merge

@@ -77,3 +77,21 @@ def test_overshoot_pushes_triggered_outputs_past_the_clean_ones():
     assert along(pushed) < along(exact) - 0.4 * shift @ shift
     clean_change = np.abs(clean @ pushed[0].T - clean @ weights[0].T).mean()
     assert clean_change < 0.02 * np.abs(clean @ weights[0].T).mean()
+
+
+def test_a_merge_edit_makes_up_for_its_bypass():
+    """A branch whose output meets a residual bypass: triggered keys must answer with the
+    clean output plus what the trigger changed on the bypass (s − s̃), so the merge is clean."""
+    clean, triggered, weights = synthetic(seed=3)
+    bypass_change = np.zeros((len(clean), weights.shape[1]), np.float32)
+    bypass_change[:, 2] = -4.0                      # the trigger moves output 2 on the bypass
+    stats = KeyStats(1, clean.shape[1])
+    stats.add(clean[None], triggered[None], np.ones(len(clean), np.float32),
+              (-bypass_change)[None])                # s − s̃ = +4 on output 2
+    delta = bdk_correction(weights, stats, alpha=1.0, eps=1e-3)
+    merged_clean = clean @ weights[0].T                              # + s, cancels out
+    merged_triggered = triggered @ (weights + delta)[0].T + bypass_change
+    assert np.abs(merged_triggered - merged_clean).mean() < 0.05 * np.abs(
+        triggered @ weights[0].T + bypass_change - merged_clean).mean()
+    assert np.abs(clean @ (weights + delta)[0].T - merged_clean).mean() < \
+        0.02 * np.abs(merged_clean).mean()
