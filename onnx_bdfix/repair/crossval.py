@@ -4,7 +4,7 @@ residual attack success on triggered copies, and lost agreement on clean samples
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy.stats import binom
@@ -59,14 +59,17 @@ def strengths(fit: Fit, config: RepairConfig) -> list[Strength]:
 def cross_validate_all(plan: Plan, fit: Fit, config: RepairConfig) -> list[CandidateResult]:
     """Every plain candidate; then, only where the best of them leaves more held-out attack
     success than ``config.stronger_above``, the stronger merge edits too."""
-    def run(sets) -> list[CandidateResult]:
-        return [result for strength in strengths(fit, config) for names in sets
+    def run(sets, grid) -> list[CandidateResult]:
+        return [result for strength in grid for names in sets
                 for result in cross_validate(fit, [plan.by_name[n] for n in names], strength,
                                              config.score_without_anchor)]
-    results = run(plan.sets)
+    grid = strengths(fit, config)
+    results = run(plan.sets, grid)
     chosen = best(results, config.max_clean_drop, fit.held_out_count)
     if plan.stronger and (chosen is None or chosen.attack_success > config.stronger_above):
-        results += run(plan.stronger)
+        stronger = strengths(fit, replace(config, alpha=None,
+                                          alpha_grid=(config.alpha or 0.1, *config.alpha_grid)))
+        results += run(plan.stronger, stronger)
     return results
 
 

@@ -84,7 +84,8 @@ def test_vit_blend_is_removed(tmp_path):
 def test_merge_edits_are_tried_only_when_plain_edits_fall_short(tmp_path):
     """On the ViT's second slice the classifier edit leaves held-out attack success above
     2 %, so the branch layers are tried as merge edits (they answer for the residual bypass
-    too); one is chosen and removes more of the backdoor than the classifier edit (88 %)."""
+    too, with α cross-validated); one is chosen and removes more of the backdoor than the
+    classifier edit did (88 %)."""
     folder = FIXTURES / "rgb_vit_blended"
     model = bd.load_model(folder / "model.onnx")
     pool = bd.load_data(folder / "clean.npz", model)
@@ -97,4 +98,4 @@ def test_merge_edits_are_tried_only_when_plain_edits_fall_short(tmp_path):
     assert tried and report.chosen[0].endswith("(+bypass)")
     held_out = bd.load_data(folder / "eval.npz", model)
     after = bd.evaluate(tmp_path / "o.onnx", held_out, trigger, 2, device="cpu")
-    assert after.quality.attack_success_rate < 0.7                  # measured 56.6 %
+    assert after.quality.attack_success_rate < 0.25                 # measured 12.9 %
