@@ -106,19 +106,22 @@ def scan_section(cards: dict, results: dict) -> list[str]:
     from sklearn.metrics import roc_auc_score
     rows = [(card, results[(name, "scan")]) for name, card in cards.items()
             if (name, "scan") in results]
-    scored = [(card["backdoored"], r["score"]) for card, r in rows if "score" in r]
-    lines = ["| model | attack | true target | verdict | named | top suspicion | seconds |",
-             "|---|---|---|---|---|---|---|"]
+    scored = [(card["backdoored"], r["score"], r.get("anomaly", 0.0)) for card, r in rows
+              if "score" in r]
+    lines = ["| model | attack | true target | verdict | named | top class | top suspicion | "
+             "anomaly index | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for card, r in rows:
         lines.append(f"| {card['name']} | {card['attack'] or 'clean'} | "
                      f"{card['target'] if card['backdoored'] else '–'} | "
                      f"{r.get('verdict', 'failed: ' + r.get('error', ''))} | {r.get('named')} | "
-                     f"{pct(r.get('score'))} | {r.get('seconds', 0):.0f} |")
-    labels = [label for label, _ in scored]
+                     f"{r.get('top_class', '–')} | {pct(r.get('score'))} | "
+                     f"{r.get('anomaly', float('nan')):.2f} | {r.get('seconds', 0):.0f} |")
+    labels = [label for label, *_ in scored]
     if len(set(labels)) == 2:
-        auc = roc_auc_score(labels, [score for _, score in scored])
-        lines += ["", f"ROC AUC (top suspicion, clean against backdoored): **{auc:.3f}** "
-                  f"over {labels.count(True)} backdoored and {labels.count(False)} clean models."]
+        for name, column in (("top suspicion", 1), ("anomaly index", 2)):
+            auc = roc_auc_score(labels, [row[column] for row in scored])
+            lines += ["", f"ROC AUC ({name}, clean against backdoored): **{auc:.3f}** over "
+                      f"{labels.count(True)} backdoored and {labels.count(False)} clean models."]
     return lines
 
 

@@ -76,9 +76,12 @@ def scan(model: Path, folder: Path) -> dict:
     if code not in (0, 1):
         return {"exit": code, "error": err.strip().splitlines()[-1], "seconds": seconds}
     found = json.loads(out)
-    top = max(row["suspicion"] for row in found["classes"])
+    top = max(found["classes"], key=lambda row: row["suspicion"])
     return {"exit": code, "verdict": found["verdict"], "named": found["suspected_class"],
-            "score": top, "seconds": round(seconds, 2)}
+            "score": top["suspicion"], "top_class": top["class"],
+            "anomaly": max(row.get("anomaly_index", 0.0) for row in found["classes"]),
+            "suspicions": [row["suspicion"] for row in found["classes"]],
+            "seconds": round(seconds, 2)}
 
 
 def forward_seconds(model: Path, folder: Path, count: int, repeats: int = 3) -> float:

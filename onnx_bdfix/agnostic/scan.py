@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
+from scipy.stats import median_abs_deviation
+
 from ..activations import profile
 from ..data import Dataset
 from ..errors import DataError
@@ -52,6 +55,16 @@ class ScanResult:
                 "evidence": self.evidence, "provider": self.provider}
 
 
+def anomaly_indices(rates: list[float], floor: float = 0.01) -> np.ndarray:
+    """(classes,) how far each class's flip rate stands above the others': (rate − median)
+    / (1.4826 · MAD), Neural Cleanse's anomaly index read the other way round (an easy
+    class, not a small trigger). Reported beside the verdict; not yet what decides it: its
+    threshold is to be chosen on the benchmark zoo."""
+    rates = np.asarray(rates, np.float64)
+    spread = max(float(median_abs_deviation(rates, scale="normal")), floor)
+    return (rates - np.median(rates)) / spread
+
+
 def scan_model(model, clean: Dataset, output: str | None = None, device: str = "auto",
          probe: int = PROBE, evidence: bool = True) -> ScanResult:
     """``model``: a path, or a model already loaded (:class:`~onnx_bdfix.model.LoadedModel`)."""
@@ -68,10 +81,12 @@ def scan_model(model, clean: Dataset, output: str | None = None, device: str = "
     found = search(runner, name, probe_x)
     top = max(found, key=lambda f: f.flip_rate)
     suspicious = top.flip_rate >= ALARM
+    anomaly = anomaly_indices([f.flip_rate for f in found])
     classes = [{"class": f.target, "suspicion": round(f.flip_rate, 4),
+                "anomaly_index": round(float(anomaly[i]), 3),
                 "trigger": f.trigger.source,
                 "family": f.params["family"],
-                "params": json.loads(json.dumps(f.params))} for f in found]
+                "params": json.loads(json.dumps(f.params))} for i, f in enumerate(found)]
     layers = []
     if evidence:
         layers = [row.as_dict() for row in
