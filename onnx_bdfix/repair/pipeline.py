@@ -41,8 +41,9 @@ class Clock:
         self.seconds[stage] = round(time.perf_counter() - start, 3)
 
 
-def repair_model(model, clean: Dataset, triggered, out_path, config: RepairConfig | None = None,
-           progress: Progress | None = None, trigger_info: dict | None = None) -> RepairReport:
+def repair_model(model, clean: Dataset, triggered, out_path,
+                 config: RepairConfig | None = None, progress: Progress | None = None,
+                 trigger_info: dict | None = None) -> RepairReport:
     """Repair ``model`` (a path or a loaded model) and write the verified result to
     ``out_path``. ``triggered``: the trigger, a set of triggers, or the triggered copies of
     ``clean``'s samples in the same order. Samples are read a batch at a time; nothing holds
