@@ -51,6 +51,16 @@ def record(path: Path, results: dict, model: str, run: str, figures: dict) -> No
         out.write(json.dumps(entry) + "\n")
 
 
+def forget_rebuilt(results: dict, cards: dict) -> None:
+    """Drop the results of a model that was rebuilt since they were measured."""
+    for name, card in cards.items():
+        before = results.get((name, "before"))
+        if before is not None and before.get("model_sha256", card["model_sha256"]) != \
+                card["model_sha256"]:
+            for key in [key for key in results if key[0] == name]:
+                del results[key]
+
+
 def plan(slices: int, agnostic: bool) -> list[tuple[str, bool, int, int]]:
     """(run name, known trigger, pool start, samples) for one model."""
     steps = [(f"known_{k}", True, 100 * k, 100) for k in range(slices)]
@@ -64,6 +74,7 @@ def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
     name, model = folder.name, folder / "model.onnx"
     if (name, "before") not in results:
         record(path, results, name, "before", {
+            "model_sha256": card["model_sha256"],
             **runs.evaluate(model, folder, card["target"]),
             "forward_100": runs.forward_seconds(model, folder, 100),
             "forward_500": runs.forward_seconds(model, folder, 500)})
@@ -91,11 +102,12 @@ def main() -> None:
     path = cache / RESULTS
     results = load_results(path)
     wanted = set(filter(None, args.only.split(",")))
-    cards = {}
+    cards = {spec.name: json.loads((cache / spec.name / "card.json").read_text())
+             for spec in ZOO if (cache / spec.name / "card.json").is_file()
+             and (not wanted or spec.name in wanted)}
+    forget_rebuilt(results, cards)
     for spec in ZOO:
-        card_path = cache / spec.name / "card.json"
-        if card_path.is_file() and (not wanted or spec.name in wanted):
-            cards[spec.name] = json.loads(card_path.read_text())
+        if spec.name in cards:
             if not args.render_only:
                 run_model(cache / spec.name, cards[spec.name], results, path, args.slices,
                           not args.no_agnostic)

@@ -162,7 +162,9 @@ def ssba_residual(x: np.ndarray, params: dict, seed: int) -> np.ndarray:
     return np.clip(x + params["epsilon"] * residual, 0, 1).astype(np.float32)
 
 
-def ssba(seed: int, epsilon: float = 6 / 255) -> Attack:
+def ssba(seed: int, epsilon: float = 16 / 255) -> Attack:
+    """ε = 6/255 did not take (VGG-11: 2 % ASR after training); 16/255 is still a faint,
+    image-dependent residual."""
     return Attack("ssba", {"seed": seed, "epsilon": epsilon}, paired=True)
 
 

@@ -18,6 +18,14 @@ def change(before: dict, after: dict, key: str) -> str:
     return f"{pct(before.get(key))} → {pct(after.get(key))}"
 
 
+TOOK = 0.5           # a "backdoored" model whose ASR is below this: the attack did not take
+
+
+def took(card: dict, before: dict | None) -> bool:
+    return card["backdoored"] and before is not None and \
+        (before.get("attack_success_rate") or 0) >= TOOK
+
+
 def judged(run: dict, before: dict, target: dict, backdoored: bool) -> tuple[str, list]:
     """'ok' or 'miss', and the reasons (a failed run is a miss)."""
     if run.get("exit"):
@@ -65,6 +73,8 @@ def model_rows(cards: dict, results: dict, slices: int, mode: str) -> tuple[list
         run = worst_known(results, name, slices) if mode == "known" else runs[0][1]
         forward = before[f"forward_{min(run['samples'], 500)}"] * (2 if mode == "known" else 1)
         verdict = "miss" if reasons else "ok"
+        if card["backdoored"] and not took(card, before):
+            verdict, reasons = "attack did not take", []
         rows.append((card, before, run.get("after", {}), run, verdict,
                      run["seconds"] / forward))
         if reasons:
@@ -106,8 +116,10 @@ def scan_section(cards: dict, results: dict) -> list[str]:
     from sklearn.metrics import roc_auc_score
     rows = [(card, results[(name, "scan")]) for name, card in cards.items()
             if (name, "scan") in results]
-    scored = [(card["backdoored"], r["score"], r.get("anomaly", 0.0)) for card, r in rows
-              if "score" in r]
+    scored = [(took(card, results.get((card["name"], "before"))), r["score"],
+               r.get("anomaly", 0.0)) for card, r in rows
+              if "score" in r and (took(card, results.get((card["name"], "before")))
+                                   or not card["backdoored"])]
     lines = ["| model | attack | true target | verdict | named | top class | top suspicion | "
              "anomaly index | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for card, r in rows:
@@ -121,7 +133,8 @@ def scan_section(cards: dict, results: dict) -> list[str]:
         for name, column in (("top suspicion", 1), ("anomaly index", 2)):
             auc = roc_auc_score(labels, [row[column] for row in scored])
             lines += ["", f"ROC AUC ({name}, clean against backdoored): **{auc:.3f}** over "
-                      f"{labels.count(True)} backdoored and {labels.count(False)} clean models."]
+                      f"{labels.count(True)} backdoored and {labels.count(False)} clean models "
+                      "(a model whose attack did not take counts as neither)."]
     return lines
 
 
@@ -179,7 +192,7 @@ def defenses_section(cards: dict, results: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for label, run, samples in DEFENSES:
         rows = [(results[(n, "before")], results[(n, run)]) for n, c in cards.items()
-                if c["backdoored"] and (n, run) in results and (n, "before") in results]
+                if took(c, results.get((n, "before"))) and (n, run) in results]
         if not rows:
             continue
         failed = sum(bool(r.get("exit")) or "error" in r.get("after", {}) for _, r in rows)
