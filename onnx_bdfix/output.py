@@ -18,6 +18,7 @@ from .errors import OutputPathError
 from .host import shorten
 
 TEMP_PREFIX, TEMP_SUFFIX = ".bdfix-", ".tmp"
+SYSTEM = ("/dev", "/proc", "/sys")     # never written into: a rename there replaces a device
 Writer = Callable[[BinaryIO], None]       # writes the file's bytes to an open handle
 
 
@@ -41,6 +42,11 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable = (), what: str 
                               f"({exc.strerror or exc})") from exc
     if not folder.is_dir():
         raise OutputPathError(f"{shorten(path)}: folder {shorten(folder)} does not exist")
+    if any(folder == Path(system) or Path(system) in folder.parents for system in SYSTEM):
+        raise OutputPathError(f"{shorten(path)}: folder {folder} is not writable by "
+                              "onnx-bdfix: it holds devices and kernel files; give a file "
+                              f"name elsewhere for the {what}"
+                              + (" (--json prints to stdout)" if what == "report" else ""))
     check_name_length(folder, path.name, what)
     try:
         target = folder / path.name
@@ -51,10 +57,22 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable = (), what: str 
         if path.is_dir() and not path.is_symlink():
             raise OutputPathError(f"{shorten(path)}: is a folder; give a file name for the "
                                   f"{what}")
+        _check_regular(path, what)
     except OSError as exc:
         raise OutputPathError(f"{shorten(path)}: cannot be used as the {what} "
                               f"({exc.strerror or exc})") from exc
     check_writable(folder, path)
+
+
+def _check_regular(path: Path, what: str) -> None:
+    """An existing output (or what a link there points at) must be a regular file: the rename
+    would otherwise replace a device, a pipe or a socket (-o /dev/null as root), or a link to
+    one (--report /dev/stdout)."""
+    for candidate in (path, path.resolve()):
+        if candidate.exists() and not candidate.is_file():
+            raise OutputPathError(f"{shorten(path)}: is not a regular file (a device, pipe or "
+                                  f"socket, or a link to one); give a file name for the "
+                                  f"{what}")
 
 
 def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:

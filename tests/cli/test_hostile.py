@@ -426,3 +426,20 @@ def test_mean_with_the_wrong_number_of_channels_is_refused(work):
     for index in range(10):
         Image.new("L", (28, 28), color=index * 20).save(folder / f"{index}.png")
     refused(repair_args(work, clean=folder) + ["--mean", "0.5,0.5"], work, "--mean gives 2")
+
+
+@pytest.mark.parametrize("special", ["/dev/null", "/dev/stdout", "/proc/self/fd/1"])
+def test_a_device_or_a_link_to_one_is_never_an_output(special):
+    """Checked on the path alone: an output in /dev, /proc or /sys is refused before any
+    file is made (a rename there, as root, would replace the device or the link)."""
+    from onnx_bdfix.errors import OutputPathError
+    from onnx_bdfix.output import check_output_path
+    for what in ("output", "report"):
+        with pytest.raises(OutputPathError, match="devices and kernel files"):
+            check_output_path(special, [], what)
+
+
+def test_a_link_to_a_device_planted_at_the_output_name_is_refused(work):
+    (work / "out" / "fixed.onnx").symlink_to("/dev/null")
+    refused(repair_args(work), work, "not a regular file")
+    assert Path("/dev/null").exists() and not Path("/dev/null").is_file()
