@@ -15,6 +15,7 @@ import numpy as np
 
 from ..data import Trigger
 from ..model.runtime import Runner, scores
+from ..repair.anchor import softmax
 from .families import global_triggers, patch_triggers
 from .geometry import Domain, Geometry, domain, geometry, patch
 
@@ -37,15 +38,20 @@ class Found:
 
 
 def flip_rates(runner: Runner, output: str, probe: np.ndarray, base: np.ndarray,
-               trigger: Trigger, n_classes: int) -> np.ndarray:
+               trigger: Trigger, n_classes: int, with_pull: bool = False):
     """(classes,): per class, the share of probe samples outside it that the trigger sends
-    into it."""
-    predicted = scores(runner, trigger.apply(probe), output, len(probe)).argmax(1)
-    rates = np.zeros(n_classes)
+    into it; with ``with_pull`` also (classes,) the class's mean probability over those
+    samples, which moves before any sample flips."""
+    raw = scores(runner, trigger.apply(probe), output, len(probe))
+    predicted = raw.argmax(1)
+    probabilities = softmax(raw)
+    rates, pulls = np.zeros(n_classes), np.zeros(n_classes)
     for cls in range(n_classes):
         outside = base != cls
         rates[cls] = (predicted[outside] == cls).mean() if outside.any() else 0.0
-    return rates
+        if outside.any():
+            pulls[cls] = probabilities[outside, cls].mean()
+    return (rates, pulls) if with_pull else rates
 
 
 def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0) -> list[Found]:
@@ -55,15 +61,39 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0) -> lis
     geo = geometry(probe.shape[1:])
     span = domain(geo, probe)
     best: dict[int, Found] = {}
-    for source in (patch_triggers(geo, span), global_triggers(geo, span)):
+    pulled: dict[int, tuple] = {}      # class -> (pull, params, trigger): the patch that
+    for source in (patch_triggers(geo, span), global_triggers(geo, span)):   # pulls most
         for params, trigger in source:
-            rates = flip_rates(runner, output, probe, base, trigger, n_classes)
+            rates, pulls = flip_rates(runner, output, probe, base, trigger, n_classes, True)
             _keep_best(best, rates, params, trigger)
-    for found in list(best.values()):
-        if found.params["family"] == "patch":
-            _keep_best_found(best, refine(runner, output, probe, base, found, geo, span,
+            if params["family"] == "patch":
+                _keep_pull(pulled, pulls, params, trigger)
+    for cls in list(best):
+        start = _refine_start(best[cls], pulled.get(cls), runner, output, probe, base,
+                              n_classes)
+        if start.params["family"] == "patch":
+            _keep_best_found(best, refine(runner, output, probe, base, start, geo, span,
                                           n_classes, np.random.default_rng(seed)))
     return [best[cls] for cls in sorted(best)]
+
+
+def _keep_pull(pulled: dict, pulls: np.ndarray, params: dict, trigger: Trigger) -> None:
+    for cls, pull in enumerate(pulls):
+        if cls not in pulled or pull > pulled[cls][0]:
+            pulled[cls] = (float(pull), params, trigger)
+
+
+def _refine_start(found: Found, pulled: tuple | None, runner, output, probe, base,
+                  n_classes) -> Found:
+    """Where local search starts for a class: its strongest patch, unless no patch flips
+    half the probe; then the patch that pulls the class's probability most. A coloured
+    trigger matched only in place, not yet in colour, shows there first (measured:
+    preact18_badnets, a multi-colour 3x3 patch, from 22.9 % to 100 %)."""
+    if pulled is None or (found.params["family"] == "patch" and found.flip_rate >= 0.5):
+        return found
+    _, params, trigger = pulled
+    rate = flip_rates(runner, output, probe, base, trigger, n_classes)[found.target]
+    return Found(found.target, float(rate), params, trigger)
 
 
 def _keep_best(best: dict, rates: np.ndarray, params: dict, trigger: Trigger) -> None:
@@ -89,13 +119,15 @@ def _keep_best_found(best: dict, found: "Found") -> None:
 def refine(runner, output, probe, base, found: Found, geo: Geometry, span: Domain,
            n_classes, rng) -> Found:
     """Local search on a patch: flip one cell (one channel of it, on colour input) or move
-    one pixel, keep what flips more. Colour input gets more steps: it has more bits."""
+    one pixel; keep what flips as many samples and pulls the class's probability at least
+    as much. Colour input gets more steps: it has more bits."""
     params = dict(found.params)
     cells = np.array(params["cells"])
     if geo.channels > 1 and cells.ndim == 2:
         cells = np.repeat(cells[None], geo.channels, axis=0)          # (C, size, size)
     top, left, size = params["top"], params["left"], params["size"]
     rate = found.flip_rate
+    pull = flip_rates(runner, output, probe, base, found.trigger, n_classes, True)[1][found.target]
     current = found
     for _ in range(REFINE_STEPS * geo.channels):
         new_cells, new_top, new_left = cells.copy(), top, left
@@ -110,8 +142,10 @@ def refine(runner, output, probe, base, found: Found, geo: Geometry, span: Domai
             new_top = int(np.clip(top + rng.integers(-1, 2), 0, geo.height - size))
             new_left = int(np.clip(left + rng.integers(-1, 2), 0, geo.width - size))
         trigger = patch(geo, new_top, new_left, new_cells, span)
-        new_rate = flip_rates(runner, output, probe, base, trigger, n_classes)[found.target]
-        if new_rate >= rate:
+        rates_, pulls_ = flip_rates(runner, output, probe, base, trigger, n_classes, True)
+        new_rate, new_pull = rates_[found.target], pulls_[found.target]
+        if (new_rate, new_pull) >= (rate, pull):
+            pull = new_pull
             cells, top, left, rate = new_cells, new_top, new_left, float(new_rate)
             params.update(top=top, left=left, cells=cells.astype(int).tolist(),
                           pattern="refined")

@@ -72,3 +72,17 @@ def test_agnostic_repair_removes_the_backdoor(name, samples, tmp_path):
                                            ((784,), "flat")])
 def test_geometry(shape, layout):
     assert geometry(shape).layout == layout
+
+
+def test_scan_names_a_coloured_patch_on_normalized_input():
+    """The RGB fixture: a 3x3 patch of random colours on ImageNet-normalized input. Each
+    reconstruction stays inside each channel's own range, and local search flips single
+    channels of single cells."""
+    folder = FIXTURES / "rgb_vgg_badnets_norm"
+    model = load_model(folder / "model.onnx")
+    clean = load_data(folder / "clean.npz", model)
+    result = scan_model(model, clean, device="cpu", evidence=False)
+    assert result.suspicious and result.suspected_class == card("rgb_vgg_badnets_norm")[
+        "target_class"]
+    target = next(row for row in result.classes if row["class"] == result.suspected_class)
+    assert target["anomaly_index"] > 3                     # measured 4.3
