@@ -104,7 +104,7 @@ def convert(model_path: Path, x: np.ndarray):
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     if opset > 17:                        # onnx2torch has no converters for some opset-18 ops
         proto = onnx.version_converter.convert_version(proto, 17)
-    module = to_torch(explicit_pads(proto))
+    module = to_torch(explicit_pads(proto)).eval()      # BatchNorm on its running statistics
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     expected = session.run(None, {session.get_inputs()[0].name: x[:32]})[0]
     with torch.no_grad():
