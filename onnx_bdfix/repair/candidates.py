@@ -19,10 +19,10 @@ STATS_BYTES = 1 << 30       # and their sums (4 folds x 4 float64 d x d matrices
 
 
 def pick_layers(requested, layers: list[Layer], index: GraphIndex, output: str,
-                max_layers: int) -> list[tuple[str, ...]]:
+                max_layers: int, cheap: set[str] | None = None) -> list[tuple[str, ...]]:
     """The candidate layer sets: chosen here for "auto", else the layers named."""
     if requested == "auto" or requested == ["auto"]:
-        sets = candidate_sets(index, layers, output, max_layers)
+        sets = candidate_sets(index, layers, output, max_layers, cheap)
         if not sets:
             raise ModelError("no editable layer lies on every path to the output; "
                              "name layers with --layers (see `onnx-bdfix inspect`)")
@@ -85,14 +85,14 @@ def affordable(index: GraphIndex, layers: list[Layer]) -> set[str]:
 
 
 def candidate_sets(index: GraphIndex, layers: list[Layer], output: str,
-                   max_layers: int = 4) -> list[tuple[str, ...]]:
+                   max_layers: int = 4, cheap: set[str] | None = None) -> list[tuple[str, ...]]:
     """Latest affordable single layers first, then the last affordable branch pair; if no
     layer is affordable, the cheapest layer that no path bypasses.
 
     Editing several layers at once from one pass was measured to cost clean accuracy on held-out
     data that the cross-validation did not see, so it is only done when named.
     """
-    cheap = affordable(index, layers)
+    cheap = affordable(index, layers) if cheap is None else cheap
     every = unbypassed(index, layers, output)
     singles = [layer for layer in every if layer.name in cheap][-max_layers:]
     if not singles and every:
@@ -108,11 +108,11 @@ def candidate_sets(index: GraphIndex, layers: list[Layer], output: str,
 
 
 def merge_layers(index: GraphIndex, layers: list[Layer], output: str,
-                 max_layers: int = 4) -> list[Layer]:
+                 max_layers: int = 4, cheap: set[str] | None = None) -> list[Layer]:
     """The stronger edits, tried when the plain ones fall short: the latest affordable
     branch layers of residual merges, each as a merge edit (it answers for its bypass too),
     latest first."""
-    cheap = affordable(index, layers)
+    cheap = affordable(index, layers) if cheap is None else cheap
     branches = [layer for layer in layers if layer.merge_skip and layer.name in cheap
                 and index.has_bypass({layer.node_index}, output)]
     return [layer.with_bypass() for layer in reversed(branches[-max_layers:])]

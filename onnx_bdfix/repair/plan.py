@@ -12,7 +12,7 @@ from ..data import Dataset
 from ..errors import DataError, ModelError
 from ..model import LoadedModel, model_input, score_output
 from ..model.save import check_model_output
-from .candidates import merge_layers, pick_layers
+from .candidates import affordable, merge_layers, pick_layers
 from .layers import Layer, find_layers
 
 MIN_SAMPLES = 8
@@ -99,10 +99,13 @@ def make_plan(loaded: LoadedModel, clean: Dataset, out_path, config: RepairConfi
     if len(clean) < MIN_SAMPLES:
         raise DataError(f"{clean.source}: {len(clean)} clean samples; at least "
                         f"{MIN_SAMPLES} are needed (100 or more work well)")
-    sets = pick_layers(config.layers, layers, loaded.index, output, config.max_auto_layers)
+    automatic = config.layers in ("auto", ["auto"])
+    cheap = affordable(loaded.index, layers) if automatic else None   # shapes inferred once
+    sets = pick_layers(config.layers, layers, loaded.index, output, config.max_auto_layers,
+                       cheap)
     merges = []
-    if config.layers in ("auto", ["auto"]) and config.stronger_above is not None:
-        merges = merge_layers(loaded.index, layers, output, config.max_auto_layers)
+    if automatic and config.stronger_above is not None:
+        merges = merge_layers(loaded.index, layers, output, config.max_auto_layers, cheap)
     folds = min(config.folds, max(2, len(clean) // 10))
     order, bounds = fold_order(len(clean), folds, config.seed)
     return Plan(loaded, output, layers + merges, sets, order, bounds,
