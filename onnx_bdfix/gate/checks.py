@@ -5,7 +5,15 @@ from __future__ import annotations
 from ..agnostic.scan import scan_model
 from ..data import Dataset
 from ..model import LoadedModel
-from .result import FAILED, PASSED, SKIPPED, Check, GateOptions, GateResult, ModelFigures
+from .result import (
+    FAILED,
+    PASSED,
+    SKIPPED,
+    Check,
+    GateOptions,
+    GateResult,
+    ModelFigures,
+)
 
 
 def accuracy_check(figures: ModelFigures, options: GateOptions) -> Check:

@@ -27,9 +27,11 @@ def with_inferred_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     return result
 
 
-def expose(proto: onnx.ModelProto, tensor_names: list[str]) -> onnx.ModelProto:
-    """A copy of ``proto`` whose outputs are its own, then ``tensor_names``."""
-    graph = gs.import_onnx(with_inferred_shapes(proto))
+def expose(proto: onnx.ModelProto, tensor_names: list[str],
+           inferred: onnx.ModelProto | None = None) -> onnx.ModelProto:
+    """A copy of ``proto`` whose outputs are its own, then ``tensor_names``; ``inferred`` is
+    ``proto`` with its shapes already inferred, when the caller has it."""
+    graph = gs.import_onnx(inferred if inferred is not None else with_inferred_shapes(proto))
     tensors = graph.tensors()
     missing = [name for name in tensor_names if name not in tensors]
     if missing:

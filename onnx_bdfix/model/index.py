@@ -16,6 +16,7 @@ class GraphIndex:
 
     def __init__(self, proto: onnx.ModelProto):
         self.proto = proto
+        self._inferred: onnx.ModelProto | None = None
 
     @property
     def graph(self) -> onnx.GraphProto:
@@ -54,6 +55,21 @@ class GraphIndex:
     @cached_property
     def output_names(self) -> list[str]:
         return [value.name for value in self.graph.output]
+
+    @property
+    def inferred(self) -> onnx.ModelProto:
+        """The model with inferred shapes (value_info), computed once for every step that
+        needs tensor shapes: exposing tensors, cutting the graph, costing layers. A model
+        over 2 GiB is inferred afresh each time instead: keeping a second copy of its
+        weights would double the memory a repair needs."""
+        from .expose import with_inferred_shapes
+        from .large import is_large
+        if self._inferred is None:
+            inferred = with_inferred_shapes(self.proto)
+            if is_large(self.proto):
+                return inferred
+            self._inferred = inferred
+        return self._inferred
 
     def has_bypass(self, node_indices: set[int], output_name: str) -> bool:
         """True when data reaches ``output_name`` from the inputs avoiding every node listed.

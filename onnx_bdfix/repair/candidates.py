@@ -9,7 +9,6 @@ import itertools
 import numpy as np
 
 from ..errors import InputError, ModelError
-from ..model.expose import with_inferred_shapes
 from ..model.index import GraphIndex
 from .layers import Layer
 
@@ -60,7 +59,7 @@ def branch_sets(index: GraphIndex, layers: list[Layer], output: str,
 def keys_per_sample(index: GraphIndex, layers: list[Layer]) -> dict[str, int]:
     """How many keys one sample gives each layer: output locations of a Conv, tokens of a
     batched MatMul, 1 for a Gemm (unknown dimensions count as 1)."""
-    inferred = with_inferred_shapes(index.proto)
+    inferred = index.inferred
     shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
               for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
     counts = {}

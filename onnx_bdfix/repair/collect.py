@@ -17,7 +17,13 @@ import onnx
 
 from ..errors import DataError
 from ..model.expose import expose
-from ..model.runtime import Progress, batch_slices, check_finite, open_runner, per_sample
+from ..model.runtime import (
+    Progress,
+    batch_slices,
+    check_finite,
+    open_runner,
+    per_sample,
+)
 from .keys import keys, split_samples
 from .stats import KeyStats
 
@@ -48,13 +54,14 @@ class _Fold:
 def collect_statistics(model: onnx.ModelProto, layers: list, clean_x, triggered_x,
                        fold_bounds: list[int], output: str, device: str, batch_size: int,
                        progress: Progress | None = None, stage: str = "collecting",
-                       mark: Marker | None = None, keep_per_fold: int = 0) -> Collected:
+                       mark: Marker | None = None, keep_per_fold: int = 0,
+                       inferred: onnx.ModelProto | None = None) -> Collected:
     """``clean_x``, ``triggered_x``: rows (N, ...) in fold order; ``triggered_x`` may be None.
     """
     key_names = list(dict.fromkeys(layer.key_tensor for layer in layers))
     skip_names = [layer.merge_skip for layer in layers if layer.merge]
     exposed = list(dict.fromkeys(key_names + skip_names))
-    runner = open_runner(expose(model, [output] + exposed), device, "all")
+    runner = open_runner(expose(model, [output] + exposed, inferred), device, "all")
     # a Gemm with transA reads its input batch-last: such tensors are not kept (held-out
     # scoring then runs the whole model)
     batch_last = {layer.key_tensor for layer in layers

@@ -11,7 +11,14 @@ import numpy as np
 import onnx
 
 from .anchor import offset_bias
-from .layers import Layer, bias_array, from_matrices, shifted_bias, to_matrices, weight_array
+from .layers import (
+    Layer,
+    bias_array,
+    from_matrices,
+    shifted_bias,
+    to_matrices,
+    weight_array,
+)
 from .patch import patched
 from .solve import bdk_correction
 from .stats import KeyStats, total

@@ -93,7 +93,8 @@ def collect_fit(plan: Plan, samples: Samples, config: RepairConfig,
     collected = collect_statistics(proto, plan.involved, samples.clean, samples.triggered,
                                    plan.bounds, plan.output, config.device, config.batch_size,
                                    progress, mark=guess if config.repair_step else None,
-                                   keep_per_fold=max(1, config.cv_samples // plan.folds))
+                                   keep_per_fold=max(1, config.cv_samples // plan.folds),
+                                   inferred=plan.loaded.index.inferred)
     reference = collected.clean_scores.argmax(1)
     target, source = target_class(reference, collected, declared)
     n_classes = collected.clean_scores.shape[1]
@@ -103,7 +104,8 @@ def collect_fit(plan: Plan, samples: Samples, config: RepairConfig,
             target_class_stats(plan, samples.clean, reference, target, config, progress)
         anchor_layer = logit_layer(plan.loaded, plan.layers, plan.output, n_classes)
     held_out = HeldOut(proto, plan.output, collected.kept, collected.kept_rows, samples.clean,
-                       samples.triggered, config.device, config.batch_size)
+                       samples.triggered, config.device, config.batch_size,
+                       plan.loaded.index.inferred)
     return Fit(proto, collected, target_stats, config.target_weight or float(n_classes),
                samples, plan.bounds, reference, target, source, plan.output, anchor_layer,
                held_out)
@@ -136,5 +138,5 @@ def target_class_stats(plan: Plan, clean_x: Rows, reference: np.ndarray, target:
         return None
     again = collect_statistics(plan.loaded.proto, plan.involved, clean_x[picked], None,
                                sub_bounds, plan.output, config.device, config.batch_size,
-                               progress, "repair step")
+                               progress, "repair step", inferred=plan.loaded.index.inferred)
     return again.stats

@@ -25,12 +25,14 @@ class HeldOut:
     """Scores of edited models on the kept rows of each fold: (clean, triggered)."""
 
     def __init__(self, proto: onnx.ModelProto, output: str, kept: dict, rows: list[np.ndarray],
-                 clean_x: np.ndarray, triggered_x: np.ndarray, device: str, batch_size: int):
+                 clean_x: np.ndarray, triggered_x: np.ndarray, device: str, batch_size: int,
+                 inferred: onnx.ModelProto | None = None):
         self.proto, self.output, self.kept, self.rows = proto, output, kept, rows
         self.clean_x, self.triggered_x = clean_x, triggered_x
         self.device, self.batch_size = device, batch_size
         self._tails: dict[tuple, onnx.ModelProto | None] = {}
         self._extractor = None
+        self._inferred = inferred           # ``proto`` with its shapes inferred, if known
 
     def tail(self, key_tensors: tuple[str, ...]) -> onnx.ModelProto | None:
         """The graph from ``key_tensors`` to the scores, or None when it needs other inputs."""
@@ -45,7 +47,9 @@ class HeldOut:
             return None
         try:
             if self._extractor is None:
-                self._extractor = onnx.utils.Extractor(with_inferred_shapes(self.proto))
+                self._extractor = onnx.utils.Extractor(
+                    self._inferred if self._inferred is not None
+                    else with_inferred_shapes(self.proto))
             tail = self._extractor.extract_model(key_tensors, [self.output])
         except Exception as exc:  # noqa: BLE001 - any failure means: run the whole model
             log.debug("no tail from %s: %s", key_tensors, exc)
