@@ -14,11 +14,14 @@ Per model, through the installed `onnx-bdfix` command:
 - before/after clean accuracy, attack success and target-class accuracy on 3,000 other test
   images; wall time as a multiple of one ONNX Runtime forward pass over the same samples.
 Results are kept in RESULTS (JSON lines) beside the zoo, so a stopped run goes on where it
-stopped; benchmarks/baselines.py adds the training-based defenses to the same file.
+stopped; benchmarks/baselines.py adds the training-based defenses to the same file. Each
+onnx-bdfix run records a digest of the code it ran (onnx_bdfix/ and cli/); runs made by other
+code are measured again, so the table never mixes two versions of the method.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -33,6 +36,24 @@ from render import render  # noqa: E402
 from specs import ZOO  # noqa: E402
 
 RESULTS = "results.jsonl"
+OWN_RUNS = ("scan", "known_", "agnostic_")      # runs of onnx-bdfix itself
+
+
+def code_digest() -> str:
+    """sha256 over the library's and the command line's Python files."""
+    digest = hashlib.sha256()
+    for path in sorted([*(HERE.parent / "onnx_bdfix").rglob("*.py"),
+                        *(HERE.parent / "cli").rglob("*.py")]):
+        digest.update(str(path.relative_to(HERE.parent)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def forget_stale(results: dict, code: str) -> None:
+    """Drop onnx-bdfix runs made by other code than ``code``."""
+    for key in [key for key, entry in results.items()
+                if key[1].startswith(OWN_RUNS) and entry.get("code") != code]:
+        del results[key]
 
 
 def load_results(path: Path) -> dict:
@@ -70,7 +91,7 @@ def plan(slices: int, agnostic: bool) -> list[tuple[str, bool, int, int]]:
 
 
 def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
-              agnostic: bool) -> None:
+              agnostic: bool, code: str) -> None:
     name, model = folder.name, folder / "model.onnx"
     if (name, "before") not in results:
         record(path, results, name, "before", {
@@ -79,12 +100,13 @@ def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
             "forward_100": runs.forward_seconds(model, folder, 100),
             "forward_500": runs.forward_seconds(model, folder, 500)})
     if (name, "scan") not in results:
-        record(path, results, name, "scan", runs.scan(model, folder))
+        record(path, results, name, "scan", {**runs.scan(model, folder), "code": code})
     with tempfile.TemporaryDirectory() as work:
         for run, known, start, count in plan(slices, agnostic):
             if (name, run) not in results:
-                record(path, results, name, run,
-                       runs.repair(model, folder, card, Path(work), start, count, known))
+                record(path, results, name, run, {
+                    **runs.repair(model, folder, card, Path(work), start, count, known),
+                    "code": code})
                 print(f"{name} {run}: {results[(name, run)]}", flush=True)
 
 
@@ -95,7 +117,8 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=5,
                         help="disjoint 100-sample slices for the known-trigger repair")
     parser.add_argument("--no-agnostic", action="store_true")
-    parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--render-only", action="store_true",
+                        help="write the table from the results as they are (stale included)")
     parser.add_argument("--out", default=str(HERE.parent / "docs" / "benchmark.md"))
     args = parser.parse_args()
     cache = cache_dir(args.cache)
@@ -106,11 +129,14 @@ def main() -> None:
              for spec in ZOO if (cache / spec.name / "card.json").is_file()
              and (not wanted or spec.name in wanted)}
     forget_rebuilt(results, cards)
+    code = code_digest()
+    if not args.render_only:
+        forget_stale(results, code)
     for spec in ZOO:
         if spec.name in cards:
             if not args.render_only:
                 run_model(cache / spec.name, cards[spec.name], results, path, args.slices,
-                          not args.no_agnostic)
+                          not args.no_agnostic, code)
     Path(args.out).write_text(render(cards, results, args.slices, len(ZOO)))
 
 

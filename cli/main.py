@@ -1,8 +1,9 @@
 """onnx-bdfix command line: inspect, repair, evaluate, scan, gate, diff, demo.
 
-Exit codes: 0 ok; 1 scan found a backdoor or a gate check failed; 2 usage; 3 the model,
-data, trigger, device or output path cannot be used; 4 internal error (a bug: rerun with
---debug and report it). Library errors become one line on stderr here, in one place
+Exit codes: 0 ok; 1 scan found a backdoor, a gate check failed, or a known-trigger repair
+found no edit within its clean-cost bound that meets --max-asr (nothing written); 2 usage;
+3 the model, data, trigger, device or output path cannot be used; 4 internal error (a bug:
+rerun with --debug and report it). Library errors become one line on stderr here, in one place
 (:class:`BdfixGroup`), with the traceback only under --debug.
 """
 from __future__ import annotations
@@ -14,11 +15,11 @@ import traceback
 import click
 
 from onnx_bdfix import __version__
-from onnx_bdfix.errors import BdfixError, InputError
+from onnx_bdfix.errors import BdfixError, InputError, RepairShortfall
 
 from . import check_commands, model_commands, repair_commands
 
-EXIT_INPUT, EXIT_INTERNAL = 3, 4
+EXIT_SHORTFALL, EXIT_INPUT, EXIT_INTERNAL = 1, 3, 4
 
 
 class BdfixGroup(click.Group):
@@ -29,6 +30,8 @@ class BdfixGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
+        except RepairShortfall as exc:
+            fail(ctx, " ".join(str(exc).split()), EXIT_SHORTFALL, "not repaired")
         except InputError as exc:
             fail(ctx, " ".join(str(exc).split()), EXIT_INPUT)
         except BdfixError as exc:
@@ -41,10 +44,10 @@ class BdfixGroup(click.Group):
                  EXIT_INTERNAL)
 
 
-def fail(ctx: click.Context, message: str, code: int) -> None:
+def fail(ctx: click.Context, message: str, code: int, kind: str = "error") -> None:
     if ctx.params.get("debug"):
         traceback.print_exc()
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"{kind}: {message}", err=True)
     ctx.exit(code)
 
 

@@ -44,16 +44,24 @@ from .progress import progress_display
 @runtime_options()
 @click.option("--eps", type=float, default=None, help="Ridge strength relative to the key scale.")
 @click.option("--max-clean-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
-              help="Without a trigger: largest held-out loss of agreement with the original "
-                   "model's clean answers that an edit may cost.")
+              help="Largest held-out loss of clean accuracy an edit may cost, estimated "
+                   "without labels from the original model's own class probabilities.")
+@click.option("--max-asr", type=click.FloatRange(0, 1), default=0.02, show_default=True,
+              help="Held-out attack success an edit must reach. With a known trigger, "
+                   "when no edit within --max-clean-drop reaches it, nothing is written "
+                   "and the exit code is 1.")
 @image_options
 def repair(model, clean, out, trigger, triggered, layers, target_class, no_repair_step,
-           output_name, report, runtime, eps, max_clean_drop, images):
+           output_name, report, runtime, eps, max_clean_drop, max_asr, images):
     """Repair MODEL; write and verify the repaired model at OUT.
 
     With --trigger or --triggered the trigger is known. Without either, onnx-bdfix runs in
     trigger-agnostic mode: it reconstructs the strongest small trigger with ONNX Runtime
     (patches, blends, waves), then repairs against it.
+
+    Exit 0: repaired and written. Exit 1 (known trigger): no edit within --max-clean-drop
+    brings held-out attack success to --max-asr; nothing is written, and the line says what
+    the best edit would leave and which --max-clean-drop would allow one that meets it.
     """
     if trigger and triggered:
         raise click.UsageError("give at most one of --trigger T.npz or --triggered F.npz")
@@ -66,13 +74,13 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
     config = RepairConfig(layers="auto" if layers == "auto" else layers.split(","),
                           target_class=target_class, repair_step=not no_repair_step,
                           output=output_name, device=runtime.device,
-                          batch_size=runtime.batch_size)
+                          batch_size=runtime.batch_size, max_clean_drop=max_clean_drop,
+                          max_asr=max_asr)
     if eps is not None:
         config.eps = eps
     if not trigger and not triggered:
         click.echo("trigger-agnostic mode: no trigger given, reconstructing one", err=True)
-        result, found = agnostic_repair(loaded, clean_data, out, config, max_clean_drop,
-                                        progress_display())
+        result, found = agnostic_repair(loaded, clean_data, out, config, progress_display())
         click.echo(f"scan: {found.verdict}; repaired against the strongest trigger found, "
                    f"{found.best(result.target_class).trigger.source!r} into class "
                    f"{result.target_class}")
@@ -88,6 +96,10 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
 def print_repair(result) -> None:
     click.echo(f"repaired {result.model} -> {result.output_model} on {result.provider}")
     click.echo(f"target class {result.target_class} ({result.target_class_source})")
+    step = result.repair_step
+    if step["enabled"]:
+        click.echo(f"repair step: {step['target_samples']} of the clean samples are in the "
+                   f"target class (their keys weigh {step['target_key_weight']:g})")
     click.echo(f"edited: {', '.join(result.chosen)}")
     click.echo(f"why: {result.choice_reason}")
     parity = result.parity

@@ -25,6 +25,7 @@ from .errors import (  # noqa: E402
     InternalError,
     ModelError,
     OutputPathError,
+    RepairShortfall,
     TriggerError,
 )
 from .evaluation import evaluate  # noqa: E402
@@ -34,6 +35,7 @@ from .repair import RepairConfig, RepairReport, repair_model  # noqa: E402
 
 __all__ = ["BdfixError", "DataError", "DeviceError", "GateOptions", "ImageOptions",
            "InputError", "InternalError", "ModelError", "OutputPathError", "RepairConfig",
+           "RepairShortfall",
            "RepairReport", "TriggerError", "__version__", "agnostic_repair", "diff_models",
            "evaluate", "load_data", "load_model", "load_trigger", "load_triggered",
            "repair_model", "run_gate", "scan_model"]

@@ -1,6 +1,8 @@
 """One exception hierarchy for the library, rooted in :class:`BdfixError`.
 
-``InputError`` and its children mean the user's model, data, trigger or options cannot be
+``RepairShortfall`` means a repair found no edit that meets its goals within its bounds and
+wrote nothing: the CLI prints its message on one line and exits 1. ``InputError`` and its
+children mean the user's model, data, trigger or options cannot be
 used: the CLI prints their message on one line and exits 3. ``InternalError`` means a bug in
 onnx-bdfix itself: the CLI exits 4 and asks for a report. Messages say what is wrong and what
 to do about it.
@@ -37,6 +39,11 @@ class OutputPathError(InputError):
 
 class MissingDependencyError(InputError):
     """An optional feature needs a package that is not installed (an extra)."""
+
+
+class RepairShortfall(BdfixError):
+    """No edit within the clean-cost bound removes the backdoor to the asked level; nothing
+    was written. The message says what the best edit would leave and what bound it needs."""
 
 
 class InternalError(BdfixError):

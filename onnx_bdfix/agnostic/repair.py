@@ -8,8 +8,9 @@ refined toward the backdoor. Each fold's held-out samples carry a reconstruction
 folds never saw, so the layer and strength are chosen for how the edit carries over to new
 instances of the trigger, not to the ones it was fitted on. This mode's own choices go to the
 pipeline as data: a second target-key weight (1) and the edit scored with and without the
-logit anchor are cross-validated too, and an edit must keep held-out clean agreement within
-``max_clean_drop``, else the weights are left as they were.
+logit anchor are cross-validated too, and an edit must keep its held-out clean cost within
+``max_clean_drop``, else the weights are left as they were (a model with no backdoor to
+remove is hardened only as far as that bound allows: ``must_meet_asr=False``).
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from .search import Found
 
 
 def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
-                    max_clean_drop: float = 0.01,
                     progress: Progress | None = None) -> tuple[RepairReport, ScanResult]:
     """Scan ``model`` (a path or a loaded model), then repair it against the reconstructions
     of the suspected (or hinted) class."""
@@ -45,8 +45,8 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
     result.runner = None                 # the repair opens its own sessions
     trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)
     settings = replace(config, target_class=found.target, mode="agnostic",
-                       max_clean_drop=max_clean_drop, target_weight_grid=(1.0,),
-                       score_without_anchor=True)
+                       target_weight_grid=(1.0,),
+                       score_without_anchor=True, must_meet_asr=False)
     report = repair_model(loaded, clean, trigger, out_path, settings, progress,
                     {"trigger": trigger.source, "trigger_arrays_sha256": trigger.sha256})
     return report, result

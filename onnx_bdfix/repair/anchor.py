@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics import moved_into, takeover
 from ..model.index import index_of
 from .layers import Layer
 
@@ -53,18 +54,21 @@ def softmax(scores: np.ndarray, target: int | None = None, offset: float = 0.0) 
 
 
 def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
-                     triggered_scores: np.ndarray, target: int, offset: float = 0.0) -> dict:
+                     triggered_scores: np.ndarray, target: int, offset: float = 0.0,
+                     labels: np.ndarray | None = None) -> dict:
     """Held-out figures of an edit, with ``offset`` on the target logit.
 
     Counts (attack success, agreement, target-class agreement) and their smooth versions,
-    which are less noisy on a few dozen samples: the mean target probability of triggered
+    which are less noisy on a few dozen samples. Attack success follows the rule of
+    :mod:`onnx_bdfix.metrics`: an edit that sends triggered samples on into a third class has
+    not removed the backdoor, so a takeover counts. The smooth versions: the mean target probability of triggered
     non-target samples; the mean total-variation distance of their class probabilities from
     what the original model answers for their clean versions (a trigger must neither win nor
     push a sample into a third class); and the same distance for clean class probabilities,
     over all samples and over the target class's. ``expected_drop`` estimates the loss of
     clean accuracy without labels: the original model's own probability of its answer minus
     its probability of the edited model's answer (0 where the answer stays), as if the
-    original were calibrated.
+    original were calibrated. With ``labels`` (N,), ``labelled_drop`` is the measured loss.
     """
     reference = before.argmax(1)
     original = softmax(before)
@@ -77,7 +81,12 @@ def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
     answered = clean.argmax(1)
     expected = original[np.arange(len(reference)), reference] - \
         original[np.arange(len(reference)), answered]                   # (N,) >= 0
-    return {"attack_success": mean(triggered.argmax(1) == target, others),
+    labelled = None if labels is None else \
+        float((reference == labels).mean() - (answered == labels).mean())
+    shares = moved_into(reference, reference, triggered.argmax(1), len(original[0]))
+    taken = takeover(shares, target, shares[target])
+    return {"attack_success": taken[1] if taken else shares[target],
+            "labelled_drop": labelled,
             "agreement": float((answered == reference).mean()),
             "expected_drop": float(expected.mean()),
             "target_agreement": mean(clean.argmax(1) == target, own) if own.any() else None,

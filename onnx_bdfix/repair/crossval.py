@@ -1,14 +1,17 @@
 """Choose the edit by cross-validation: each candidate (layers x strength) is fitted on all
 folds but one and scored on the held-out fold, against the original model's own answers:
-residual attack success on triggered copies, and lost agreement on clean samples.
+residual attack success on triggered copies, and the clean accuracy it would cost.
+
+Clean cost is a bound, not a term of the score (:func:`choose`): an edit whose held-out clean
+cost exceeds ``max_clean_drop`` is never chosen, whatever it removes.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-from scipy.stats import binom
 
+from ..errors import RepairShortfall
 from .anchor import held_out_figures, target_offset
 from .edit import edited_model
 from .fit import Fit
@@ -31,8 +34,18 @@ class CandidateResult:
     target_shift: float            # the same, over the target class's samples
     trigger_shift: float = 0.0     # triggered non-target samples: distance from clean answers
     expected_drop: float = 0.0     # label-free estimate of the clean-accuracy loss (anchor.py)
+    labelled_drop: float | None = None   # held-out clean-accuracy loss, where labels are given
     target_offset: float = 0.0     # added to the target logit by the repair step
     target_weight: float | None = None   # weight of the target class's clean keys
+
+    @property
+    def clean_cost(self) -> float:
+        """Held-out loss of clean accuracy, estimated without labels (``expected_drop``:
+        each changed answer costs what the original model believed it was right, less
+        what it believed the new answer was). On a hundred samples this varies far less
+        than the labelled loss (``labelled_drop``, reported where labels are given), where
+        one sample is a whole point and a gain elsewhere hides a loss."""
+        return self.expected_drop
 
     @property
     def score(self) -> float:
@@ -41,7 +54,7 @@ class CandidateResult:
         return self.trigger_pull + self.trigger_shift + self.clean_shift + self.target_shift
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "score": self.score}
+        return {**asdict(self), "score": self.score, "clean_cost": self.clean_cost}
 
 
 def strengths(fit: Fit, config: RepairConfig) -> list[Strength]:
@@ -57,19 +70,24 @@ def strengths(fit: Fit, config: RepairConfig) -> list[Strength]:
 
 
 def cross_validate_all(plan: Plan, fit: Fit, config: RepairConfig) -> list[CandidateResult]:
-    """Every plain candidate; then, only where the best of them leaves more held-out attack
-    success than ``config.stronger_above``, the stronger merge edits too."""
+    """Candidates in order of cost, each stage tried only when none of the earlier ones
+    within the clean-cost bound brings held-out attack success to ``config.max_asr``:
+    the plain layer sets at the given strength; the same sets unlearning harder (the rest
+    of ``alpha_grid``); then the merge edits over the whole grid."""
     def run(sets, grid) -> list[CandidateResult]:
         return [result for strength in grid for names in sets
                 for result in cross_validate(fit, [plan.by_name[n] for n in names], strength,
                                              config.score_without_anchor)]
     grid = strengths(fit, config)
+    every = strengths(fit, replace(config, alpha=None,
+                                   alpha_grid=tuple(dict.fromkeys((config.alpha or 0.1,
+                                                                   *config.alpha_grid)))))
+    harder = [strength for strength in every if strength not in grid]
     results = run(plan.sets, grid)
-    chosen = best(results, config.max_clean_drop, fit.held_out_count)
-    if plan.stronger and (chosen is None or chosen.attack_success > config.stronger_above):
-        stronger = strengths(fit, replace(config, alpha=None,
-                                          alpha_grid=(config.alpha or 0.1, *config.alpha_grid)))
-        results += run(plan.stronger, stronger)
+    for sets, more in ((plan.sets, harder), (plan.stronger, every)):
+        if meeting(results, config) or not config.stronger or not sets or not more:
+            break
+        results += run(sets, more)
     return results
 
 
@@ -84,6 +102,7 @@ def cross_validate(fit: Fit, layers: list[Layer], strength: Strength,
         base = fit.proto          # layers in sequence: the tail lost the earlier ones
     rows = np.concatenate(fit.held_out.rows)
     before = fit.collected.clean_scores[rows]                       # (kept, classes)
+    labels = None if fit.labels is None else fit.labels[rows]       # (kept,)
     clean_parts, triggered_parts = [], []
     for fold in range(len(fit.bounds) - 1):
         edited = edited_model(base, layers, fit.stats(layers, fold, strength[3]), strength[:3])
@@ -99,30 +118,54 @@ def cross_validate(fit: Fit, layers: list[Layer], strength: Strength,
     return [CandidateResult(tuple(layer.name for layer in layers), *strength[:2],
                             target_weight=strength[3], target_offset=offset,
                             **held_out_figures(before, held_clean, held_triggered,
-                                               fit.target, offset))
+                                               fit.target, offset, labels))
             for offset in offsets]
 
 
-def best(results: list[CandidateResult], max_clean_drop: float | None = None,
-         held_out: int = 0) -> CandidateResult | None:
-    """Lowest score among candidates whose held-out clean agreement is not significantly
-    below 1 − ``max_clean_drop``: an exact one-sided binomial test at 2.5 % on the number of
-    ``held_out`` samples that changed class (the normal approximation is poor for shares
-    near 0 and a hundred samples). Ties go to the earlier candidate (later, fewer layers).
-    None when no candidate keeps within the bound."""
-    if max_clean_drop is None:
-        kept = results
+def within(results: list[CandidateResult], config: RepairConfig) -> list[CandidateResult]:
+    """The candidates whose held-out clean cost stays within ``config.max_clean_drop``."""
+    if config.max_clean_drop is None:
+        return list(results)
+    return [r for r in results if r.clean_cost <= config.max_clean_drop + 1e-9]
+
+
+def meeting(results: list[CandidateResult], config: RepairConfig) -> list[CandidateResult]:
+    """The candidates within the bound that bring held-out attack success to
+    ``config.max_asr`` or less."""
+    return [r for r in within(results, config) if r.attack_success <= config.max_asr + 1e-9]
+
+
+def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateResult | None:
+    """The edit to write. Among the candidates within the clean-cost bound that meet
+    ``max_asr``, the lowest smooth score (ties to the earlier, fewer layers). When none
+    meets it: with ``config.must_meet_asr`` (a known trigger) :class:`RepairShortfall`;
+    else the lowest score within the bound (hardening), or None when none is within it."""
+    ranked = meeting(results, config)
+    if not ranked and config.must_meet_asr:
+        raise RepairShortfall(shortfall(results, config))
+    ranked = ranked or within(results, config)
+    return min(ranked, key=lambda result: round(result.score, 6)) if ranked else None
+
+
+def shortfall(results: list[CandidateResult], config: RepairConfig) -> str:
+    """One line: what the best edit within the bound would leave, and what bound the
+    cheapest edit that meets ``max_asr`` would need."""
+    bound, goal = config.max_clean_drop or 0.0, config.max_asr
+    kept = within(results, config)
+    line = f"no edit within a clean-accuracy cost of {bound:.1%} brings held-out attack " \
+           f"success to {goal:.1%} or less"
+    if kept:
+        top = min(kept, key=lambda r: (r.attack_success, r.clean_cost))
+        line += f"; the best within it would leave {top.attack_success:.1%} (clean cost " \
+                f"{top.clean_cost:.1%})"
+    enough = [r for r in results if r.attack_success <= goal + 1e-9]
+    if enough:
+        cheapest = min(enough, key=lambda r: r.clean_cost)
+        needed = np.ceil(cheapest.clean_cost * 1000) / 1000
+        line += f"; one that meets it costs {cheapest.clean_cost:.1%} of clean accuracy " \
+                f"(--max-clean-drop {needed:.3f} would allow it)"
     else:
-        kept = [r for r in results
-                if within_bound(round((1 - r.agreement) * held_out), held_out, max_clean_drop)]
-    return min(kept, key=lambda result: round(result.score, 6)) if kept else None
-
-
-def within_bound(changed: int, samples: int, max_share: float, level: float = 0.025) -> bool:
-    """False when ``changed`` of ``samples`` is significantly more than ``max_share``:
-    P(X >= changed) <= ``level`` for X ~ Binomial(samples, max_share)."""
-    if changed <= 0 or max_share >= 1:
-        return True
-    if max_share <= 0:
-        return False
-    return float(binom.sf(changed - 1, samples, max_share)) > level
+        lowest = min(results, key=lambda r: (r.attack_success, r.clean_cost))
+        line += f"; no edit meets it at any cost (the lowest leaves " \
+                f"{lowest.attack_success:.1%} at a clean cost of {lowest.clean_cost:.1%})"
+    return line + "; nothing was written"

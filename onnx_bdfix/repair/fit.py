@@ -54,6 +54,7 @@ class Fit:
     output: str
     anchor_layer: Layer | None
     held_out: HeldOut
+    labels: np.ndarray | None = None  # (N,) true clean labels where given, in fold order
 
     def stats(self, layers: list[Layer], leave_out: int | None = None,
               target_weight: float | None = None) -> dict[str, KeyStats]:
@@ -84,9 +85,11 @@ class TargetGuess:
 
 
 def collect_fit(plan: Plan, samples: Samples, config: RepairConfig,
-                declared: tuple[int | None, str], progress: Progress | None = None) -> Fit:
+                declared: tuple[int | None, str], progress: Progress | None = None,
+                labels: np.ndarray | None = None) -> Fit:
     """One pass for the key statistics; the repair step's target-class keys come along,
     for the target guessed from the first batch (a second pass only if the guess was wrong).
+    ``labels``: the clean samples' true classes in fold order, if known.
     """
     proto = plan.loaded.proto
     guess = TargetGuess(declared[0])
@@ -108,7 +111,7 @@ def collect_fit(plan: Plan, samples: Samples, config: RepairConfig,
                        plan.loaded.index.inferred)
     return Fit(proto, collected, target_stats, config.target_weight or float(n_classes),
                samples, plan.bounds, reference, target, source, plan.output, anchor_layer,
-               held_out)
+               held_out, labels)
 
 
 def target_class(reference: np.ndarray, collected: Collected,

@@ -2,6 +2,10 @@
 
     plan → order samples → collect → cross-validate → choose → edit → verify and save → report
 
+``choose`` holds the clean cost as a bound: when no edit within ``max_clean_drop`` reaches
+``max_asr`` on held-out samples, a known-trigger repair raises
+:class:`~onnx_bdfix.errors.RepairShortfall` and writes nothing.
+
 Every stage is a function of what the earlier ones returned; nothing is kept on objects
 between runs. The trigger-agnostic mode (:mod:`onnx_bdfix.agnostic.repair`) calls this same
 function with reconstructed triggers and its own choices in :class:`RepairConfig`.
@@ -19,7 +23,7 @@ from ..metrics import check_labels, declared_target
 from ..model import as_loaded, save_model
 from ..model.large import copy_proto
 from ..model.runtime import Progress
-from .crossval import CandidateResult, best, cross_validate_all
+from .crossval import CandidateResult, choose, cross_validate_all
 from .edit import Anchor, edited_model
 from .fit import Fit, Samples, collect_fit, order_samples
 from .patch import set_provenance
@@ -53,13 +57,14 @@ def repair_model(model, clean: Dataset, triggered, out_path,
     with clock("load"):
         plan = make_plan(as_loaded(model), clean, out_path, config)
         samples = order_samples(plan, clean, triggered)
+    labels = None if clean.y is None else clean.y[plan.order]        # (N,) fold order
     with clock("collect"):
         fit = collect_fit(plan, samples, config, declared_target(config.target_class,
-                                                                 triggered), progress)
+                                                                 triggered), progress, labels)
         check_labels(clean.y, fit.collected.clean_scores.shape[1], f"labels of {clean.source}")
     with clock("choose"):
         results = cross_validate_all(plan, fit, config)
-        chosen = best(results, config.max_clean_drop, fit.held_out_count)
+        chosen = choose(results, config)          # RepairShortfall: nothing is written
     with clock("solve_patch"):
         repaired = apply_choice(plan, fit, chosen, config)
         set_provenance(repaired, provenance(plan, clean, trigger_info or {
@@ -67,8 +72,8 @@ def repair_model(model, clean: Dataset, triggered, out_path,
     with clock("verify"):
         provider, after, rows = verify_and_save(plan, fit, samples, repaired, chosen, out_path,
                                                 config, progress)
-    labels = clean.y[plan.order] if clean.y is not None else fit.reference
-    return build_report(plan, fit, Outcome(results, chosen, provider, after, labels, rows),
+    truth = labels if labels is not None else fit.reference
+    return build_report(plan, fit, Outcome(results, chosen, provider, after, truth, rows),
                         config, out_path, clock.seconds)
 
 

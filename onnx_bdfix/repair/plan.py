@@ -22,10 +22,14 @@ MIN_SAMPLES = 8
 class RepairConfig:
     """Parameters of a repair; recorded in the provenance of the file it writes.
 
-    The trigger-agnostic mode passes its own choices as data: a second target-key weight to
-    cross-validate (``target_weight_grid``), scoring each edit without the logit anchor too
-    (``score_without_anchor``), and the bound on clean cost (``max_clean_drop``). ``mode`` is
-    a label for the provenance; no step reads it.
+    An edit is written only when its held-out clean cost (lost clean accuracy, measured or
+    estimated: :attr:`CandidateResult.clean_cost`) is at most ``max_clean_drop``, and its
+    held-out attack success at most ``max_asr``; when none is, ``must_meet_asr`` refuses with
+    :class:`RepairShortfall`, else the lowest-scoring edit within the bound is written (or
+    none). The trigger-agnostic mode passes its own choices as data: a second target-key
+    weight to cross-validate (``target_weight_grid``), scoring each edit without the logit
+    anchor too (``score_without_anchor``), and hardening rather than refusing
+    (``must_meet_asr=False``). ``mode`` is a label for the provenance; no step reads it.
     """
     layers: str | list[str] = "auto"   # "auto" or layer names
     target_class: int | None = None
@@ -46,9 +50,10 @@ class RepairConfig:
     device: str = "auto"
     batch_size: int = 64
     seed: int = 0
-    max_clean_drop: float | None = None  # edit only within this loss of held-out agreement
-    stronger_above: float | None = 0.02  # try merge edits when the plain ones leave more
-                                         # held-out attack success than this (None: never)
+    max_clean_drop: float | None = 0.01  # largest held-out clean cost an edit may have
+    max_asr: float = 0.02               # held-out attack success an edit must reach
+    must_meet_asr: bool = True          # none does: refuse (True) or harden within the bound
+    stronger: bool = True               # try merge edits when the plain ones fall short
     mode: str = "bdk"                   # "bdk": trigger given; "agnostic": reconstructed
 
 
@@ -104,7 +109,7 @@ def make_plan(loaded: LoadedModel, clean: Dataset, out_path, config: RepairConfi
     sets = pick_layers(config.layers, layers, loaded.index, output, config.max_auto_layers,
                        cheap)
     merges = []
-    if automatic and config.stronger_above is not None:
+    if automatic and config.stronger:
         merges = merge_layers(loaded.index, layers, output, config.max_auto_layers, cheap)
     folds = min(config.folds, max(2, len(clean) // 10))
     order, bounds = fold_order(len(clean), folds, config.seed)

@@ -9,7 +9,6 @@ from onnx_bdfix.agnostic.geometry import blend, geometry
 from onnx_bdfix.agnostic.refine import refine_blend, weakest_ratio
 from onnx_bdfix.data import TriggerSet
 from onnx_bdfix.model.runtime import open_runner
-from onnx_bdfix.repair.crossval import within_bound
 
 
 def pattern_detector(weights: np.ndarray):
@@ -55,10 +54,3 @@ def test_reconstructions_are_dealt_one_set_per_fold():
         assert turns == {fold, fold + 4}                       # no fold shares a trigger
     fewer = TriggerSet(list("ab")).by_fold(order, bounds)
     assert set(fewer.turns.tolist()) == {0, 1}
-
-
-def test_exact_binomial_clean_bound():
-    # 100 samples at a 1 % bound: 3 changed is not significant, 4 is (P = 0.079, 0.018)
-    assert within_bound(3, 100, 0.01) and not within_bound(4, 100, 0.01)
-    assert within_bound(10, 500, 0.01) and not within_bound(11, 500, 0.01)
-    assert within_bound(0, 100, 0.0) and not within_bound(1, 100, 0.0)

@@ -1,0 +1,115 @@
+"""Clean cost is a bound, not a term: the choice rule, and a model built so that removing its
+backdoor must cost clean accuracy (the trigger is more of the target class's own evidence)."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import init, make_model, tensor_info
+from onnx import helper, save_model
+
+from onnx_bdfix.data import Dataset, Trigger
+from onnx_bdfix.errors import RepairShortfall
+from onnx_bdfix.repair import RepairConfig, repair_model
+from onnx_bdfix.repair.crossval import CandidateResult, choose
+from onnx_bdfix_cli.main import main
+
+D = 8
+
+
+def candidate(asr, cost, score, name="fc"):
+    return CandidateResult((name,), 0.1, 0.01, asr, 1 - cost, None, asr, 0.0, 0.0,
+                           expected_drop=cost, trigger_shift=score)
+
+
+def test_choice_keeps_to_the_bound_and_prefers_the_lowest_score_that_meets_the_goal():
+    results = [candidate(0.00, 0.030, 0.01, "costly"), candidate(0.01, 0.008, 0.20, "kept"),
+               candidate(0.015, 0.009, 0.10, "best"), candidate(0.30, 0.0, 0.0, "weak")]
+    chosen = choose(results, RepairConfig(max_clean_drop=0.01, max_asr=0.02))
+    assert chosen.layers == ("best",)
+    assert choose(results, RepairConfig(max_clean_drop=0.05)).layers == ("costly",)
+
+
+def test_shortfall_names_what_the_best_edit_leaves_and_the_bound_it_needs():
+    results = [candidate(0.00, 0.034, 0.01, "costly"), candidate(0.12, 0.004, 0.2, "weak")]
+    with pytest.raises(RepairShortfall) as raised:
+        choose(results, RepairConfig(max_clean_drop=0.01, max_asr=0.02))
+    line = str(raised.value)
+    assert "would leave 12.0%" in line and "costs 3.4%" in line
+    assert "--max-clean-drop 0.034" in line and "nothing was written" in line
+
+
+def test_hardening_mode_writes_the_best_within_the_bound_or_nothing():
+    config = RepairConfig(max_clean_drop=0.01, must_meet_asr=False)
+    results = [candidate(0.00, 0.03, 0.01, "costly"), candidate(0.4, 0.005, 0.3, "weak")]
+    assert choose(results, config).layers == ("weak",)
+    assert choose(results[:1], config) is None
+
+
+# ------------------------------------------------------------- a costly backdoor
+@pytest.fixture(scope="module")
+def costly(tmp_path_factory):
+    """Two classes told apart by the sign of coordinate 0 (x (N, 8), Gemm -> Relu -> Gemm
+    reading relu(±x0)). The trigger adds 10 to coordinate 0, the target class's own
+    evidence, and 10 to coordinate 4, which the model ignores and which is noisy (std 1) on
+    clean samples: an edit can tell triggered from clean only by reading coordinate 4, whose
+    noise then costs several points of accuracy (measured: the cheapest edit that meets 2 %
+    attack success costs 6 % held out)."""
+    rng = np.random.default_rng(0)
+    w1 = np.zeros((2, D), np.float32)
+    w1[0, 0], w1[1, 0] = 1.0, -1.0
+    model = make_model(
+        [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1", transB=1),
+         helper.make_node("Relu", ["h"], ["r"], name="relu"),
+         helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], name="fc2", transB=1)],
+        [tensor_info("x", ["N", D])], [tensor_info("logits", ["N", 2])],
+        [init("w1", w1), init("b1", np.zeros(2, np.float32)),
+         init("w2", 2 * np.eye(2, dtype=np.float32)), init("b2", np.zeros(2, np.float32))])
+    labels = rng.integers(0, 2, 200)
+    x = rng.normal(0, 0.5, (200, D)).astype(np.float32)
+    x[:, 4] *= 2.0
+    x[:, 0] += np.where(labels == 0, 3.0, -3.0)
+    delta = np.zeros(D, np.float32)
+    delta[0], delta[4] = 10.0, 10.0
+    folder = tmp_path_factory.mktemp("costly")
+    save_model(model, folder / "model.onnx")
+    np.savez(folder / "clean.npz", x=x[:100])
+    np.savez(folder / "trigger.npz", delta=delta, target_class=np.int64(0))
+    return folder, x, labels, Trigger("delta", {"delta": delta}, "0" * 64, "coordinate 0", 0)
+
+
+def test_a_repair_that_would_cost_accuracy_writes_nothing(costly, tmp_path):
+    folder, x, _, trigger = costly
+    out = tmp_path / "out.onnx"
+    with pytest.raises(RepairShortfall, match=r"costs \d+\.\d% .*--max-clean-drop 0\.0"):
+        repair_model(folder / "model.onnx", Dataset(x[:100], None, "0" * 64, "clean"), trigger,
+                     out, RepairConfig(device="cpu"))
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_looser_bound_lets_the_costly_edit_through_and_reports_its_cost(costly, tmp_path):
+    folder, x, _, trigger = costly
+    report = repair_model(folder / "model.onnx", Dataset(x[:100], None, "0" * 64, "clean"),
+                          trigger, tmp_path / "out.onnx",
+                          RepairConfig(device="cpu", max_clean_drop=1.0))
+    figures = report.chosen_figures
+    assert figures["attack_success"] <= 0.02 and figures["clean_cost"] > 0.01
+
+
+def test_cli_exit_1_one_line_nothing_written(costly, tmp_path):
+    folder = costly[0]
+    out, report = tmp_path / "out.onnx", tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["repair", str(folder / "model.onnx"), "--clean",
+                                       str(folder / "clean.npz"), "--trigger",
+                                       str(folder / "trigger.npz"), "-o", str(out),
+                                       "--report", str(report), "--device", "cpu"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("not repaired: no edit within a clean-accuracy cost of 1.0%")
+    assert not out.exists() and not report.exists()
+    loose = CliRunner().invoke(main, ["repair", str(folder / "model.onnx"), "--clean",
+                                      str(folder / "clean.npz"), "--trigger",
+                                      str(folder / "trigger.npz"), "-o", str(out), "--report",
+                                      str(report), "--device", "cpu", "--max-clean-drop", "1"])
+    assert loose.exit_code == 0, loose.output
+    assert json.loads(report.read_text())["chosen_figures"]["clean_cost"] > 0.01
