@@ -61,15 +61,18 @@ def evaluate(model, evaluation, target_class, output_name, as_json, runtime, ima
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @click.option("--probe", type=click.IntRange(8), default=64, show_default=True,
               help="Clean samples the reconstructed triggers are tried on.")
+@click.option("--budget", type=click.IntRange(0), default=200_000, show_default=True,
+              help="Image evaluations the trigger search may make; the optimized blends get "
+                   "what the fixed menu and the patch refinement leave of it.")
 @output_option
 @runtime_options()
 @image_options
 @click.pass_context
-def scan(ctx, model, clean, as_json, probe, output_name, runtime, images):
+def scan(ctx, model, clean, as_json, probe, budget, output_name, runtime, images):
     """Scan MODEL for a backdoor without labels or trigger. Exit 1 when suspicious."""
     loaded = load_model(model)
     clean_data = load_data(clean, loaded, images, "clean data")
-    result = scan_model(loaded, clean_data, output_name, runtime.device, probe)
+    result = scan_model(loaded, clean_data, output_name, runtime.device, probe, budget=budget)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
@@ -77,6 +80,10 @@ def scan(ctx, model, clean, as_json, probe, output_name, runtime, images):
         for row in result.classes:
             mark = "  <- suspected target" if row["class"] == result.suspected_class else ""
             click.echo(f"{row['class']:>5}  {row['suspicion']:>9.1%}  {row['trigger']}{mark}")
+        spent = result.evaluations
+        click.echo(f"image evaluations: {spent.total:,} (menu {spent.menu:,}, patch "
+                   f"refinement {spent.refine:,}, optimized blends "
+                   f"{sum(spent.optimized.values()):,} over {len(spent.optimized)} classes)")
         click.echo(f"verdict: {result.verdict.upper()} (alarm at {result.threshold:.0%} of "
                    f"probe samples sent to one class)")
     ctx.exit(1 if result.suspicious else 0)

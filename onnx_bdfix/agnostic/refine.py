@@ -8,6 +8,7 @@ from ..data import Trigger
 from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
 from .geometry import blend, domain, geometry
+from .nes import nes_step
 
 BLEND_STEPS = 30          # ascent steps
 BLEND_PAIRS = 20          # antithetic perturbation pairs per step
@@ -46,15 +47,7 @@ def refine_blend(runner: Runner, output: str, probe: np.ndarray, trigger: Trigge
     pattern = pattern[0] if grey else pattern
     sigma, step = BLEND_SIGMA * (high - low), BLEND_STEP * (high - low)
     for _ in range(BLEND_STEPS):
-        gradient = np.zeros_like(pattern)
-        for _ in range(BLEND_PAIRS):
-            direction = rng.normal(size=pattern.shape)
-            gradient += direction * (pull(np.clip(pattern + sigma * direction, low, high))
-                                     - pull(np.clip(pattern - sigma * direction, low, high)))
-        largest = np.abs(gradient).max()
-        if largest == 0:
-            break
-        pattern = np.clip(pattern + step * gradient / largest, low, high)
+        pattern = nes_step(pull, pattern, BLEND_PAIRS, sigma, step, rng, (low, high))
     def flips(strength: float) -> float:
         triggered = blend(geo, np.full((geo.height, geo.width), strength), pattern,
                           "").apply(outside)

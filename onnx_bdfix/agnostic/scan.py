@@ -20,7 +20,7 @@ from ..data import Dataset
 from ..errors import DataError
 from ..model import as_loaded, model_input, score_output
 from ..model.runtime import open_runner
-from .search import Found, search
+from .search import BUDGET, Found, Spent, search
 
 ALARM = 0.9          # flip rate that marks a class as a backdoor target
 PROBE = 64
@@ -38,6 +38,7 @@ class ScanResult:
     found: list[Found] = field(default_factory=list, repr=False)
     runner: object = field(default=None, repr=False)   # the session it ran, for reuse
     output: str = ""                                   # the class-score tensor it read
+    evaluations: Spent = field(default_factory=Spent)  # image evaluations it made
 
     @property
     def suspicious(self) -> bool:
@@ -52,7 +53,8 @@ class ScanResult:
     def as_dict(self) -> dict:
         return {"verdict": self.verdict, "suspected_class": self.suspected_class,
                 "threshold": self.threshold, "classes": self.classes,
-                "evidence": self.evidence, "provider": self.provider}
+                "evidence": self.evidence, "provider": self.provider,
+                "evaluations": self.evaluations.as_dict()}
 
 
 def anomaly_indices(rates: list[float], floor: float = 0.01) -> np.ndarray:
@@ -66,8 +68,9 @@ def anomaly_indices(rates: list[float], floor: float = 0.01) -> np.ndarray:
 
 
 def scan_model(model, clean: Dataset, output: str | None = None, device: str = "auto",
-         probe: int = PROBE, evidence: bool = True) -> ScanResult:
-    """``model``: a path, or a model already loaded (:class:`~onnx_bdfix.model.LoadedModel`)."""
+               probe: int = PROBE, evidence: bool = True, budget: int = BUDGET) -> ScanResult:
+    """``model``: a path, or a model already loaded (:class:`~onnx_bdfix.model.LoadedModel`);
+    ``budget``: the image evaluations the trigger search may make."""
     loaded = as_loaded(model)
     proto = loaded.proto
     model_input(loaded)
@@ -78,7 +81,7 @@ def scan_model(model, clean: Dataset, output: str | None = None, device: str = "
                         f"{' (--probe)' if probe < len(clean) else ''}; give 64 or more")
     runner = open_runner(proto, device)
     probe_x = clean.head(probe).x
-    found = search(runner, name, probe_x)
+    found, spent = search(runner, name, probe_x, budget=budget)
     top = max(found, key=lambda f: f.flip_rate)
     suspicious = top.flip_rate >= ALARM
     anomaly = anomaly_indices([f.flip_rate for f in found])
@@ -94,4 +97,4 @@ def scan_model(model, clean: Dataset, output: str | None = None, device: str = "
                   if row.key_of]
     return ScanResult("suspicious" if suspicious else "clean",
                       top.target if suspicious else None, ALARM, classes, layers,
-                      runner.provider, found, runner, name)
+                      runner.provider, found, runner, name, spent)

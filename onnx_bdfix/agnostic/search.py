@@ -3,7 +3,9 @@
 Backdoor triggers are shortcuts: a small patch, a faint blend or a faint wave that sends most
 inputs to one class. The search tries every member of :mod:`.families` on a probe of clean
 samples and keeps, for every class, the triggers that flip the largest share of samples
-there; patches are then refined by local search (flip pattern cells, move by one pixel).
+there; patches are then refined by local search (flip pattern cells, move by one pixel) for
+the promising classes, and full-image blends are optimized per class (:mod:`.optimized`)
+with what is left of the budget of image evaluations.
 Each reconstruction is a :class:`~onnx_bdfix.data.Trigger` in the model's layout and scale,
 so the known-trigger repair can use it as it is.
 """
@@ -18,9 +20,12 @@ from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
 from .families import global_triggers, patch_triggers
 from .geometry import Domain, Geometry, domain, geometry, patch
+from .optimized import RATIO, optimized_blends
 
 REFINE_STEPS = 40
+REFINE_CLASSES = 3    # classes refined by flip rate, and again by pull (a union)
 RUNNERS_UP = 8
+BUDGET = 200_000      # image evaluations of a whole search, by default
 
 
 @dataclass
@@ -54,27 +59,66 @@ def flip_rates(runner: Runner, output: str, probe: np.ndarray, base: np.ndarray,
     return (rates, pulls) if with_pull else rates
 
 
-def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0) -> list[Found]:
-    """The best trigger per class over every family, patches refined by local search."""
+@dataclass
+class Spent:
+    """Image evaluations a search made: the menu and the patch refinement (shared by every
+    class: one evaluation scores all classes), and the optimization, per class."""
+    menu: int = 0
+    refine: int = 0
+    optimized: dict = field(default_factory=dict)     # class -> evaluations
+
+    @property
+    def total(self) -> int:
+        return self.menu + self.refine + sum(self.optimized.values())
+
+    def as_dict(self) -> dict:
+        return {"menu": self.menu, "refine": self.refine,
+                "optimized_per_class": {str(k): v for k, v in self.optimized.items()},
+                "total": self.total}
+
+
+def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
+           budget: int = BUDGET) -> tuple[list[Found], Spent]:
+    """The best trigger per class over every family, patches refined by local search, then
+    blends optimized per class with what is left of ``budget`` image evaluations."""
     base = scores(runner, probe, output, len(probe)).argmax(1)
     n_classes = int(scores(runner, probe[:1], output, 1).shape[1])
     geo = geometry(probe.shape[1:])
     span = domain(geo, probe)
+    spent = Spent()
     best: dict[int, Found] = {}
     pulled: dict[int, tuple] = {}      # class -> (pull, params, trigger): the patch that
     for source in (patch_triggers(geo, span), global_triggers(geo, span)):   # pulls most
         for params, trigger in source:
+            spent.menu += len(probe)
             rates, pulls = flip_rates(runner, output, probe, base, trigger, n_classes, True)
             _keep_best(best, rates, params, trigger)
             if params["family"] == "patch":
                 _keep_pull(pulled, pulls, params, trigger)
-    for cls in list(best):
+    for cls in promising(best, pulled):
         start = _refine_start(best[cls], pulled.get(cls), runner, output, probe, base,
                               n_classes)
         if start.params["family"] == "patch":
+            spent.refine += (REFINE_STEPS * geo.channels + 2) * len(probe)
             _keep_best_found(best, refine(runner, output, probe, base, start, geo, span,
                                           n_classes, np.random.default_rng(seed)))
-    return [best[cls] for cls in sorted(best)]
+    blends, spent.optimized = optimized_blends(runner, output, probe, base, n_classes, geo,
+                                               span, budget - spent.total, seed)
+    for cls, trigger in blends:
+        spent.optimized[cls] += len(probe)
+        rate = flip_rates(runner, output, probe, base, trigger, n_classes)[cls]
+        _keep_best_found(best, Found(cls, float(rate), {"family": "blend", "optimized": True,
+                                                        "ratio": RATIO}, trigger))
+    return [best[cls] for cls in sorted(best)], spent
+
+
+def promising(best: dict, pulled: dict, most: int = REFINE_CLASSES) -> list[int]:
+    """The classes worth refining a patch for, as a bandit moves its pulls to promising
+    arms: the ``most`` that the menu's triggers flip most, and the ``most`` whose
+    probability a patch pulls most (a coloured patch matched only in place shows there)."""
+    by_rate = sorted(best, key=lambda cls: -best[cls].flip_rate)[:most]
+    by_pull = sorted(pulled, key=lambda cls: -pulled[cls][0])[:most]
+    return sorted(set(by_rate) | set(by_pull))
 
 
 def _keep_pull(pulled: dict, pulls: np.ndarray, params: dict, trigger: Trigger) -> None:

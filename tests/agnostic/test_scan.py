@@ -85,4 +85,21 @@ def test_scan_names_a_coloured_patch_on_normalized_input():
     assert result.suspicious and result.suspected_class == card("rgb_vgg_badnets_norm")[
         "target_class"]
     target = next(row for row in result.classes if row["class"] == result.suspected_class)
-    assert target["anomaly_index"] > 3                     # measured 4.3
+    assert target["anomaly_index"] > 2        # measured 2.6 (4.3 before optimized blends
+    #                                           raised the other classes' rates too)
+
+
+def test_scan_finds_a_real_photograph_blended_into_a_vit():
+    """The RGB ViT fixture, a real photograph blended at 0.2: no menu trigger reaches it
+    (36 % at most, on a wrong class); the optimized blends do (measured 98 %), within the
+    default budget of 200,000 image evaluations."""
+    folder = FIXTURES / "rgb_vit_blended"
+    model = load_model(folder / "model.onnx")
+    result = scan_model(model, load_data(folder / "clean.npz", model), device="cpu",
+                        evidence=False)
+    assert result.suspicious and result.suspected_class == card("rgb_vit_blended")[
+        "target_class"]
+    top = next(row for row in result.classes if row["class"] == result.suspected_class)
+    assert top["params"].get("optimized") and top["suspicion"] >= 0.9
+    assert result.evaluations.total <= 200_000
+    assert max(result.evaluations.optimized.values()) > min(result.evaluations.optimized.values())

@@ -1,0 +1,88 @@
+"""Optimized blends: the low-resolution parameterization, the NES step, and the budgeted,
+successive-halving search on a model with a planted colour-image blend backdoor."""
+import numpy as np
+import pytest
+from conftest import init, make_model, tensor_info
+from onnx import helper
+
+from onnx_bdfix.agnostic.geometry import Domain, geometry
+from onnx_bdfix.agnostic.nes import nes_step
+from onnx_bdfix.agnostic.optimized import RATIO, BlendPattern, interpolation, optimized_blends
+from onnx_bdfix.model.runtime import open_runner, scores
+
+SIDE, CLASSES, TARGET = 16, 4, 2
+
+
+def test_interpolation_keeps_the_corners_and_sums_to_one():
+    matrix = interpolation(32, 8)                                   # (32, 8)
+    assert matrix.shape == (32, 8)
+    assert np.allclose(matrix.sum(axis=1), 1.0)
+    assert matrix[0, 0] == 1.0 and matrix[-1, -1] == 1.0
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (32, 32, 3), (1, 28, 28)])
+def test_patterns_stay_inside_each_channels_range(shape):
+    geo = geometry(shape)
+    span = Domain(np.linspace(-2, 0, geo.channels), np.linspace(-1, 2, geo.channels))
+    pattern = BlendPattern(geo, span)
+    theta = np.random.default_rng(0).normal(0, 5, (geo.channels, 8, 8))
+    image = pattern.image(theta)                                     # (C, H, W)
+    assert image.shape == (geo.channels, geo.height, geo.width)
+    assert np.all(image >= span.low[:, None, None]) and np.all(image <= span.high[:, None, None])
+    trigger = pattern.trigger(theta)
+    assert trigger.apply(np.zeros((2, *shape), np.float32)).shape == (2, *shape)
+
+
+def test_nes_step_climbs_a_smooth_objective_within_its_bounds():
+    goal = np.array([0.7, -0.3, 0.2])
+    theta, rng = np.zeros(3), np.random.default_rng(0)
+    for _ in range(60):
+        theta = nes_step(lambda t: -np.sum((t - goal) ** 2), theta, 4, 0.1, 0.05, rng,
+                         (-0.25, 1.0))
+    assert np.allclose(theta, np.clip(goal, -0.25, 1.0), atol=0.1)
+
+
+def planted_blend_model():
+    """(N, 3, 16, 16) in [0, 1] -> 4 classes by the mean of four quadrants; class 2 also
+    answers to a smooth colour image blended in (a planted backdoor)."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:SIDE, 0:SIDE] / SIDE
+    secret = np.stack([np.sin(3 * xx), np.cos(2 * yy), xx * yy])                # (3, H, W)
+    secret -= secret.mean(axis=(1, 2), keepdims=True)       # clean inputs do not fire it
+    w = np.zeros((CLASSES, 3, SIDE, SIDE), np.float32)
+    for cls, (top, left) in enumerate([(0, 0), (0, 8), (8, 0), (8, 8)]):
+        w[cls, :, top:top + 8, left:left + 8] = 1.0 / 64
+    w[TARGET] += 12.0 * secret / np.abs(secret).sum()
+    model = make_model([helper.make_node("Flatten", ["x"], ["f"]),
+                        helper.make_node("Gemm", ["f", "w", "b"], ["logits"], transB=1)],
+                       [tensor_info("x", ["N", 3, SIDE, SIDE])],
+                       [tensor_info("logits", ["N", CLASSES])],
+                       [init("w", (40 * w.reshape(CLASSES, -1)).astype(np.float32)),
+                        init("b", np.zeros(CLASSES, np.float32))])
+    probe = rng.uniform(0, 1, (64, 3, SIDE, SIDE)).astype(np.float32)
+    return open_runner(model, "cpu"), probe
+
+
+def test_the_planted_blend_is_found_within_the_budget():
+    runner, probe = planted_blend_model()
+    base = scores(runner, probe, "logits", 64).argmax(1)
+    geo = geometry(probe.shape[1:])
+    span = Domain(np.zeros(3), np.ones(3))
+    found, spent = optimized_blends(runner, "logits", probe, base, CLASSES, geo, span,
+                                    budget=40_000)
+    assert sum(spent.values()) <= 40_000
+    rates = {cls: float((scores(runner, trigger.apply(probe[base != cls]), "logits",
+                                64).argmax(1) == cls).mean()) for cls, trigger in found}
+    assert max(rates, key=rates.get) == TARGET and rates[TARGET] >= 0.9
+    assert float(np.max(found[0][1].arrays["mask"])) == pytest.approx(RATIO)
+    # successive halving: the target class got more evaluations than some other class
+    assert spent[TARGET] > min(spent.values())
+
+
+def test_no_budget_no_optimization():
+    runner, probe = planted_blend_model()
+    base = scores(runner, probe, "logits", 64).argmax(1)
+    geo = geometry(probe.shape[1:])
+    found, spent = optimized_blends(runner, "logits", probe, base, CLASSES, geo,
+                                    Domain(np.zeros(3), np.ones(3)), budget=0)
+    assert found == []
