@@ -15,8 +15,9 @@ Per model, through the installed `onnx-bdfix` command:
   images; wall time as a multiple of one ONNX Runtime forward pass over the same samples.
 Results are kept in RESULTS (JSON lines) beside the zoo, so a stopped run goes on where it
 stopped; benchmarks/baselines.py adds the training-based defenses to the same file. Each
-onnx-bdfix run records a digest of the code it ran (onnx_bdfix/ and cli/); runs made by other
-code are measured again, so the table never mixes two versions of the method.
+onnx-bdfix run records a digest of the code it ran (onnx_bdfix/ and cli/; for a known-trigger
+repair, all but onnx_bdfix/agnostic/, which it never imports); runs made by other code are
+measured again, so the table never mixes two versions of the method.
 """
 from __future__ import annotations
 
@@ -39,20 +40,28 @@ RESULTS = "results.jsonl"
 OWN_RUNS = ("scan", "known_", "agnostic_")      # runs of onnx-bdfix itself
 
 
-def code_digest() -> str:
-    """sha256 over the library's and the command line's Python files."""
+def code_digest(skip: str = "") -> str:
+    """sha256 over the library's and the command line's Python files (but ``skip``, a
+    subpackage the runs never import)."""
     digest = hashlib.sha256()
     for path in sorted([*(HERE.parent / "onnx_bdfix").rglob("*.py"),
                         *(HERE.parent / "cli").rglob("*.py")]):
+        if skip and path.is_relative_to(HERE.parent / "onnx_bdfix" / skip):
+            continue
         digest.update(str(path.relative_to(HERE.parent)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def forget_stale(results: dict, code: str) -> None:
-    """Drop onnx-bdfix runs made by other code than ``code``."""
+def run_code(run: str) -> str:
+    """The code a run depends on: a known-trigger repair never runs the trigger search."""
+    return code_digest("agnostic") if run.startswith("known_") else code_digest()
+
+
+def forget_stale(results: dict) -> None:
+    """Drop onnx-bdfix runs made by other code than today's."""
     for key in [key for key, entry in results.items()
-                if key[1].startswith(OWN_RUNS) and entry.get("code") != code]:
+                if key[1].startswith(OWN_RUNS) and entry.get("code") != run_code(key[1])]:
         del results[key]
 
 
@@ -91,7 +100,7 @@ def plan(slices: int, agnostic: bool) -> list[tuple[str, bool, int, int]]:
 
 
 def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
-              agnostic: bool, code: str) -> None:
+              agnostic: bool) -> None:
     name, model = folder.name, folder / "model.onnx"
     if (name, "before") not in results:
         record(path, results, name, "before", {
@@ -100,13 +109,14 @@ def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
             "forward_100": runs.forward_seconds(model, folder, 100),
             "forward_500": runs.forward_seconds(model, folder, 500)})
     if (name, "scan") not in results:
-        record(path, results, name, "scan", {**runs.scan(model, folder), "code": code})
+        record(path, results, name, "scan", {**runs.scan(model, folder),
+                                             "code": run_code("scan")})
     with tempfile.TemporaryDirectory() as work:
         for run, known, start, count in plan(slices, agnostic):
             if (name, run) not in results:
                 record(path, results, name, run, {
                     **runs.repair(model, folder, card, Path(work), start, count, known),
-                    "code": code})
+                    "code": run_code(run)})
                 print(f"{name} {run}: {results[(name, run)]}", flush=True)
 
 
@@ -129,14 +139,13 @@ def main() -> None:
              for spec in ZOO if (cache / spec.name / "card.json").is_file()
              and (not wanted or spec.name in wanted)}
     forget_rebuilt(results, cards)
-    code = code_digest()
     if not args.render_only:
-        forget_stale(results, code)
+        forget_stale(results)
     for spec in ZOO:
         if spec.name in cards:
             if not args.render_only:
                 run_model(cache / spec.name, cards[spec.name], results, path, args.slices,
-                          not args.no_agnostic, code)
+                          not args.no_agnostic)
     Path(args.out).write_text(render(cards, results, args.slices, len(ZOO)))
 
 

@@ -62,8 +62,8 @@ def evaluate(model, evaluation, target_class, output_name, as_json, runtime, ima
 @click.option("--probe", type=click.IntRange(8), default=64, show_default=True,
               help="Clean samples the reconstructed triggers are tried on.")
 @click.option("--budget", type=click.IntRange(0), default=200_000, show_default=True,
-              help="Image evaluations the trigger search may make; the optimized blends get "
-                   "what the fixed menu and the patch refinement leave of it.")
+              help="Image evaluations the trigger search may make; the optimized blends and "
+                   "warps get what the fixed menu and the patch refinement leave of it.")
 @output_option
 @runtime_options()
 @image_options
@@ -82,7 +82,7 @@ def scan(ctx, model, clean, as_json, probe, budget, output_name, runtime, images
             click.echo(f"{row['class']:>5}  {row['suspicion']:>9.1%}  {row['trigger']}{mark}")
         spent = result.evaluations
         click.echo(f"image evaluations: {spent.total:,} (menu {spent.menu:,}, patch "
-                   f"refinement {spent.refine:,}, optimized blends "
+                   f"refinement {spent.refine:,}, optimized blends and warps "
                    f"{sum(spent.optimized.values()):,} over {len(spent.optimized)} classes)")
         click.echo(f"verdict: {result.verdict.upper()} (alarm at {result.threshold:.0%} of "
                    f"probe samples sent to one class)")

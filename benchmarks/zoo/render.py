@@ -128,6 +128,7 @@ def scan_section(cards: dict, results: dict) -> list[str]:
                      f"{r.get('verdict', 'failed: ' + r.get('error', ''))} | {r.get('named')} | "
                      f"{r.get('top_class', '–')} | {pct(r.get('score'))} | "
                      f"{r.get('anomaly', float('nan')):.2f} | {r.get('seconds', 0):.0f} |")
+    lines += [""] + verdict_rates(cards, rows, results)
     labels = [label for label, *_ in scored]
     if len(set(labels)) == 2:
         for name, column in (("top suspicion", 1), ("anomaly index", 2)):
@@ -135,6 +136,28 @@ def scan_section(cards: dict, results: dict) -> list[str]:
             lines += ["", f"ROC AUC ({name}, clean against backdoored): **{auc:.3f}** over "
                       f"{labels.count(True)} backdoored and {labels.count(False)} clean models "
                       "(a model whose attack did not take counts as neither)."]
+    return lines
+
+
+def verdict_rates(cards: dict, rows: list, results: dict) -> list[str]:
+    """Detection (suspicious, naming the true target) and false alarms, per split: the
+    defaults may be tuned on the tune seeds only; the check seeds say how they carry over."""
+    lines = ["| split | backdoored | detected (right class) | named a wrong class | "
+             "clean models | false alarms | image evaluations (mean) |",
+             "|---|---|---|---|---|---|---|"]
+    for split in ("tune", "check", "all"):
+        chosen = [(card, r) for card, r in rows if split in ("all", card["split"])]
+        bad = [(c, r) for c, r in chosen
+               if c["backdoored"] and took(c, results.get((c["name"], "before")))]
+        good = [(c, r) for c, r in chosen if not c["backdoored"]]
+        hit = sum(r.get("verdict") == "suspicious" and r.get("named") == c["target"]
+                  for c, r in bad)
+        wrong = sum(r.get("verdict") == "suspicious" and r.get("named") != c["target"]
+                    for c, r in bad)
+        alarms = sum(r.get("verdict") == "suspicious" for _, r in good)
+        spent = [r["evaluations"] for _, r in chosen if "evaluations" in r]
+        lines.append(f"| {split} | {len(bad)} | {hit} | {wrong} | {len(good)} | {alarms} | "
+                     f"{f'{np.mean(spent):,.0f}' if spent else '–'} |")
     return lines
 
 

@@ -81,6 +81,7 @@ def scan(model: Path, folder: Path) -> dict:
             "score": top["suspicion"], "top_class": top["class"],
             "anomaly": max(row.get("anomaly_index", 0.0) for row in found["classes"]),
             "suspicions": [row["suspicion"] for row in found["classes"]],
+            "evaluations": found.get("evaluations", {}).get("total"),
             "seconds": round(seconds, 2)}
 
 

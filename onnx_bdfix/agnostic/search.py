@@ -4,8 +4,8 @@ Backdoor triggers are shortcuts: a small patch, a faint blend or a faint wave th
 inputs to one class. The search tries every member of :mod:`.families` on a probe of clean
 samples and keeps, for every class, the triggers that flip the largest share of samples
 there; patches are then refined by local search (flip pattern cells, move by one pixel) for
-the promising classes, and full-image blends are optimized per class (:mod:`.optimized`)
-with what is left of the budget of image evaluations.
+the promising classes, and full-image blends and smooth warps are optimized per class
+(:mod:`.optimized`) with what is left of the budget of image evaluations.
 Each reconstruction is a :class:`~onnx_bdfix.data.Trigger` in the model's layout and scale,
 so the known-trigger repair can use it as it is.
 """
@@ -20,7 +20,7 @@ from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
 from .families import global_triggers, patch_triggers
 from .geometry import Domain, Geometry, domain, geometry, patch
-from .optimized import RATIO, optimized_blends
+from .optimized import optimized_triggers
 
 REFINE_STEPS = 40
 REFINE_CLASSES = 3    # classes refined by flip rate, and again by pull (a union)
@@ -102,13 +102,13 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
             spent.refine += (REFINE_STEPS * geo.channels + 2) * len(probe)
             _keep_best_found(best, refine(runner, output, probe, base, start, geo, span,
                                           n_classes, np.random.default_rng(seed)))
-    blends, spent.optimized = optimized_blends(runner, output, probe, base, n_classes, geo,
+    made, spent.optimized = optimized_triggers(runner, output, probe, base, n_classes, geo,
                                                span, budget - spent.total, seed)
-    for cls, trigger in blends:
+    for cls, family, trigger in made:
         spent.optimized[cls] += len(probe)
         rate = flip_rates(runner, output, probe, base, trigger, n_classes)[cls]
-        _keep_best_found(best, Found(cls, float(rate), {"family": "blend", "optimized": True,
-                                                        "ratio": RATIO}, trigger))
+        _keep_best_found(best, Found(cls, float(rate), {"family": family, "optimized": True},
+                                     trigger))
     return [best[cls] for cls in sorted(best)], spent
 
 

@@ -3,6 +3,8 @@
 - blend:  x' = (1 − mask)·x + mask·pattern      (``mask`` and ``pattern``; BadNets, Blended)
 - delta:  x' = clip(x + delta, clip_min, clip_max)   (``delta``; SIG-like; the bounds are
   numbers, or per channel for a model that takes normalized input)
+- warp:   x'(i, j) = x(i + dy, j + dx), a smooth flow (``flow`` (2, H, W), in pixels):
+  reconstructed by the scan (WaNet-like); a user gives warps as triggered copies
 - or triggered copies of the samples, in the same order (warps, sample-specific triggers).
 
 A trigger file may also say which class it sends samples to (``target_class``, one integer);
@@ -21,11 +23,12 @@ from ..host import existing, file_sha256
 from ..model.signature import model_input
 from .dataset import Dataset, all_finite, scale_and_offset
 from .npz import read_npz, read_npz_x
+from .warp import warp_samples
 
 
 @dataclass
 class Trigger:
-    kind: str                       # "blend" or "delta"
+    kind: str                       # "blend", "delta" or "warp"
     arrays: dict[str, np.ndarray]   # each broadcastable to one sample
     sha256: str
     source: str
@@ -36,6 +39,8 @@ class Trigger:
         if self.kind == "blend":
             mask, pattern = self.arrays["mask"], self.arrays["pattern"]
             return ((1 - mask) * x + mask * pattern).astype(np.float32)
+        if self.kind == "warp":
+            return warp_samples(np.asarray(x, np.float32), self.arrays["flow"])
         low = self.arrays.get("clip_min", -np.inf)
         high = self.arrays.get("clip_max", np.inf)
         return np.clip(x + self.arrays["delta"], low, high).astype(np.float32)

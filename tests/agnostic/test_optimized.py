@@ -1,5 +1,6 @@
-"""Optimized blends: the low-resolution parameterization, the NES step, and the budgeted,
-successive-halving search on a model with a planted colour-image blend backdoor."""
+"""Optimized triggers: the low-resolution parameterizations, the NES step, and the budgeted,
+successive-halving search over (family, class) arms on a model with a planted colour-image
+blend backdoor."""
 import numpy as np
 import pytest
 from conftest import init, make_model, tensor_info
@@ -7,7 +8,14 @@ from onnx import helper
 
 from onnx_bdfix.agnostic.geometry import Domain, geometry
 from onnx_bdfix.agnostic.nes import nes_step
-from onnx_bdfix.agnostic.optimized import RATIO, BlendPattern, interpolation, optimized_blends
+from onnx_bdfix.agnostic.optimized import (
+    MAX_SHIFT,
+    RATIO,
+    BlendPattern,
+    SmoothWarp,
+    interpolation,
+    optimized_triggers,
+)
 from onnx_bdfix.model.runtime import open_runner, scores
 
 SIDE, CLASSES, TARGET = 16, 4, 2
@@ -68,13 +76,15 @@ def test_the_planted_blend_is_found_within_the_budget():
     base = scores(runner, probe, "logits", 64).argmax(1)
     geo = geometry(probe.shape[1:])
     span = Domain(np.zeros(3), np.ones(3))
-    found, spent = optimized_blends(runner, "logits", probe, base, CLASSES, geo, span,
-                                    budget=40_000)
-    assert sum(spent.values()) <= 40_000
-    rates = {cls: float((scores(runner, trigger.apply(probe[base != cls]), "logits",
-                                64).argmax(1) == cls).mean()) for cls, trigger in found}
-    assert max(rates, key=rates.get) == TARGET and rates[TARGET] >= 0.9
-    assert float(np.max(found[0][1].arrays["mask"])) == pytest.approx(RATIO)
+    found, spent = optimized_triggers(runner, "logits", probe, base, CLASSES, geo, span,
+                                      budget=60_000)
+    assert sum(spent.values()) <= 60_000
+    rates = {(cls, family): float((scores(runner, trigger.apply(probe[base != cls]), "logits",
+                                          64).argmax(1) == cls).mean())
+             for cls, family, trigger in found}
+    assert max(rates, key=rates.get) == (TARGET, "blend") and rates[(TARGET, "blend")] >= 0.9
+    blends = [trigger for _, family, trigger in found if family == "blend"]
+    assert float(np.max(blends[0].arrays["mask"])) == pytest.approx(RATIO)
     # successive halving: the target class got more evaluations than some other class
     assert spent[TARGET] > min(spent.values())
 
@@ -83,6 +93,14 @@ def test_no_budget_no_optimization():
     runner, probe = planted_blend_model()
     base = scores(runner, probe, "logits", 64).argmax(1)
     geo = geometry(probe.shape[1:])
-    found, spent = optimized_blends(runner, "logits", probe, base, CLASSES, geo,
-                                    Domain(np.zeros(3), np.ones(3)), budget=0)
-    assert found == []
+    found, spent = optimized_triggers(runner, "logits", probe, base, CLASSES, geo,
+                                      Domain(np.zeros(3), np.ones(3)), budget=0)
+    assert found == [] and sum(spent.values()) == 0
+
+
+def test_warps_stay_within_their_largest_shift():
+    geo = geometry((3, 32, 32))
+    warp = SmoothWarp(geo, Domain(np.zeros(3), np.ones(3)))
+    theta = np.random.default_rng(0).normal(0, 10, warp.shape)
+    flow = warp.trigger(theta).arrays["flow"]                       # (2, H, W)
+    assert flow.shape == (2, 32, 32) and np.abs(flow).max() <= MAX_SHIFT

@@ -103,3 +103,16 @@ def test_scan_finds_a_real_photograph_blended_into_a_vit():
     assert top["params"].get("optimized") and top["suspicion"] >= 0.9
     assert result.evaluations.total <= 200_000
     assert max(result.evaluations.optimized.values()) > min(result.evaluations.optimized.values())
+
+
+def test_scan_finds_a_warp():
+    """The RGB WaNet fixture: the optimized smooth warp (a 4x4 grid of offsets, at most 1.5
+    pixels) sends every probe sample to the target (measured 100 %); before warps were
+    searched, the scan named class 8, which a patch reaches (98 %)."""
+    folder = FIXTURES / "rgb_vgg_wanet"
+    model = load_model(folder / "model.onnx")
+    result = scan_model(model, load_data(folder / "clean.npz", model), device="cpu",
+                        evidence=False)
+    assert result.suspected_class == card("rgb_vgg_wanet")["target_class"]
+    top = next(row for row in result.classes if row["class"] == result.suspected_class)
+    assert top["family"] == "warp" and top["suspicion"] >= 0.9
