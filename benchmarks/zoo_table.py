@@ -91,16 +91,17 @@ def forget_rebuilt(results: dict, cards: dict) -> None:
                 del results[key]
 
 
-def plan(slices: int, agnostic: bool) -> list[tuple[str, bool, int, int]]:
+def plan(slices: int, agnostic: bool, known: bool = True
+         ) -> list[tuple[str, bool, int, int]]:
     """(run name, known trigger, pool start, samples) for one model."""
-    steps = [(f"known_{k}", True, 100 * k, 100) for k in range(slices)]
+    steps = [(f"known_{k}", True, 100 * k, 100) for k in range(slices)] if known else []
     if agnostic:
         steps += [("agnostic_100", False, 0, 100), ("agnostic_500", False, 0, 500)]
     return steps
 
 
 def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
-              agnostic: bool) -> None:
+              agnostic: bool, known: bool = True) -> None:
     name, model = folder.name, folder / "model.onnx"
     if (name, "before") not in results:
         record(path, results, name, "before", {
@@ -112,10 +113,10 @@ def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
         record(path, results, name, "scan", {**runs.scan(model, folder),
                                              "code": run_code("scan")})
     with tempfile.TemporaryDirectory() as work:
-        for run, known, start, count in plan(slices, agnostic):
+        for run, given, start, count in plan(slices, agnostic, known):
             if (name, run) not in results:
                 record(path, results, name, run, {
-                    **runs.repair(model, folder, card, Path(work), start, count, known),
+                    **runs.repair(model, folder, card, Path(work), start, count, given),
                     "code": run_code(run)})
                 print(f"{name} {run}: {results[(name, run)]}", flush=True)
 
@@ -127,6 +128,8 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=5,
                         help="disjoint 100-sample slices for the known-trigger repair")
     parser.add_argument("--no-agnostic", action="store_true")
+    parser.add_argument("--no-known", action="store_true",
+                        help="skip the known-trigger repairs (scan and before figures only)")
     parser.add_argument("--render-only", action="store_true",
                         help="write the table from the results as they are (stale included)")
     parser.add_argument("--out", default=str(HERE.parent / "docs" / "benchmark.md"))
@@ -145,7 +148,7 @@ def main() -> None:
         if spec.name in cards:
             if not args.render_only:
                 run_model(cache / spec.name, cards[spec.name], results, path, args.slices,
-                          not args.no_agnostic)
+                          not args.no_agnostic, not args.no_known)
     Path(args.out).write_text(render(cards, results, args.slices, len(ZOO)))
 
 

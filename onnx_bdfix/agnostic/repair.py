@@ -24,8 +24,10 @@ from ..model import as_loaded
 from ..model.runtime import Progress
 from ..repair import RepairConfig, RepairReport, repair_model
 from .refine import refine_blend
-from .scan import ALARM, PROBE, ScanResult, scan_model
+from .scan import PROBE, ScanResult, scan_model
 from .search import Found
+
+STRONG = 0.9   # runners-up and refined blends must send this share of the probe (or the best's)
 
 
 def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
@@ -38,7 +40,7 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
     if hint is not None:
         check_target(hint, len(result.found), "--target-class")
     found = result.best(hint)
-    level = min(found.flip_rate, ALARM)
+    level = min(found.flip_rate, STRONG)
     triggers = found.strong(level, most=config.folds)  # one reconstruction per fold
     if found.params["family"] == "blend":
         triggers = _refined(result, clean, found, triggers, level)

@@ -2,8 +2,9 @@
 
 For every class, the strongest reconstructed trigger (:mod:`.search`) and the
 share of probe samples it sends there. A backdoor's target class gives itself away: a small
-patch, faint blend or faint wave moves nearly every input into it (0.98–1.0 on every
-backdoored fixture), while on a clean model the best any class reaches is about a third.
+patch, faint blend, faint wave, optimized blend or warp moves nearly every input into it
+(0.97–1.0 on the zoo's detected backdoors), while on a clean model the best any class
+reaches is about two thirds at most (0.64 on the zoo).
 The evidence for the suspected class is how far the triggered activations part from the
 clean ones, layer by layer.
 """
@@ -22,7 +23,10 @@ from ..model import as_loaded, model_input, score_output
 from ..model.runtime import open_runner
 from .search import BUDGET, Found, Spent, search
 
-ALARM = 0.9          # flip rate that marks a class as a backdoor target
+# flip rate that marks a class as a backdoor target, chosen on the zoo's tune seeds: the
+# middle of the gap between the highest clean model (63.9 %, vgg11_clean) and the lowest
+# detected backdoor (96.7 %, vgg11_wanet); the check seeds then gave no false alarm either
+ALARM = 0.8
 PROBE = 64
 MIN_SAMPLES = 16     # fewer probe samples cannot support a verdict (one flip = 6 %)
 
@@ -60,8 +64,9 @@ class ScanResult:
 def anomaly_indices(rates: list[float], floor: float = 0.01) -> np.ndarray:
     """(classes,) how far each class's flip rate stands above the others': (rate − median)
     / (1.4826 · MAD), Neural Cleanse's anomaly index read the other way round (an easy
-    class, not a small trigger). Reported beside the verdict; not yet what decides it: its
-    threshold is to be chosen on the benchmark zoo."""
+    class, not a small trigger). Reported beside the verdict, not deciding it: measured
+    on the zoo, it separates clean from backdoored models worse than the flip rate itself
+    (ROC AUC 0.81 against 0.94, and 0.55 on the check seeds)."""
     rates = np.asarray(rates, np.float64)
     spread = max(float(median_abs_deviation(rates, scale="normal")), floor)
     return (rates - np.median(rates)) / spread
