@@ -131,7 +131,9 @@ def main() -> None:
     parser.add_argument("--no-known", action="store_true",
                         help="skip the known-trigger repairs (scan and before figures only)")
     parser.add_argument("--render-only", action="store_true",
-                        help="write the table from the results as they are (stale included)")
+                        help="write the table from the results measured so far")
+    parser.add_argument("--keep-stale", action="store_true",
+                        help="also show runs made by other code (marked nowhere: for a look)")
     parser.add_argument("--out", default=str(HERE.parent / "docs" / "benchmark.md"))
     args = parser.parse_args()
     cache = cache_dir(args.cache)
@@ -142,14 +144,17 @@ def main() -> None:
              for spec in ZOO if (cache / spec.name / "card.json").is_file()
              and (not wanted or spec.name in wanted)}
     forget_rebuilt(results, cards)
-    if not args.render_only:
+    if not args.keep_stale:
         forget_stale(results)
     for spec in ZOO:
         if spec.name in cards:
             if not args.render_only:
                 run_model(cache / spec.name, cards[spec.name], results, path, args.slices,
                           not args.no_agnostic, not args.no_known)
-    Path(args.out).write_text(render(cards, results, args.slices, len(ZOO)))
+    page = render(cards, results, args.slices, len(ZOO))
+    Path(args.out).write_text(page + f"\nCode measured: onnx_bdfix/ and cli/ digest "
+                              f"`{run_code('scan')}` (known-trigger runs: "
+                              f"`{run_code('known_0')}`, all but agnostic/).\n")
 
 
 if __name__ == "__main__":

@@ -162,12 +162,12 @@ def verdict_rates(cards: dict, rows: list, results: dict) -> list[str]:
 
 
 def coverage(cards: dict, results: dict, total: int) -> list[str]:
-    measured = [n for n in cards if (n, "before") in results]
+    measured = [n for n in cards if any((n, run) in results for run in ("scan", "known_0"))]
     backdoored = sum(cards[n]["backdoored"] for n in measured)
     return [f"Coverage: {len(cards)} of the zoo's {total} models are built, {len(measured)} "
-            f"measured ({backdoored} backdoored, {len(measured) - backdoored} clean). A model "
-            "not listed below has not been built or measured yet; it is not left out for its "
-            "result.", ""]
+            f"measured by this code ({backdoored} backdoored, {len(measured) - backdoored} "
+            "clean). A model not listed below has not been built or measured yet; it is not "
+            "left out for its result.", ""]
 
 
 def render(cards: dict, results: dict, slices: int, total: int = 0) -> str:
