@@ -79,14 +79,15 @@ def infer_target(labels: np.ndarray, predicted: np.ndarray, landed: np.ndarray,
     return target, shares[target]
 
 
-def takeover(shares: list[float], target: int, rate: float | None) -> tuple[int, float] | None:
+def takeover(shares: list[float], target: int, rate: float | None,
+             level: float = TAKEOVER) -> tuple[int, float] | None:
     """A declared target does not hide a backdoor that sends the trigger elsewhere: the class
-    the trigger moves at least ``TAKEOVER`` of other classes' correctly classified samples
-    into (``shares``: :func:`moved_into`), when that is not ``target`` and beats its
-    ``rate``; (class, share), or None."""
+    the trigger moves at least ``level`` (``TAKEOVER``) of other classes' correctly
+    classified samples into (``shares``: :func:`moved_into`), when that is not ``target``
+    and beats its ``rate``; (class, share), or None."""
     worst = int(np.argmax(shares)) if len(shares) else target
     share = shares[worst] if len(shares) else 0.0
-    if worst != target and share >= TAKEOVER and share > (rate or 0.0):
+    if worst != target and share >= level and share > (rate or 0.0):
         return worst, share
     return None
 

@@ -4,13 +4,14 @@ Unlearning a backdoor can also weaken the features the target class shares with 
 so clean samples of that class drift to others. One scalar c ≥ 0 added to the target class's
 logit (through the bias of the layer that produces the logits) restores them. c is read off
 held-out predictions (cross-validation folds, never the samples an edit was fitted on): the
-least c that gives the target class back its share of the clean predictions.
+c that costs the clean samples least, the target class's won back against the others' lost
+to it.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import moved_into, takeover
+from ..metrics import TAKEOVER, moved_into, takeover
 from ..model.index import index_of
 from .layers import Layer
 
@@ -44,7 +45,8 @@ def as_logits(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
-def softmax(scores: np.ndarray, target: int | None = None, offset: float = 0.0) -> np.ndarray:
+def softmax(scores: np.ndarray, target: int | None = None,
+            offset: float | np.ndarray = 0.0) -> np.ndarray:
     logits = as_logits(scores).astype(np.float64)
     if target is not None:
         logits[:, target] += offset
@@ -54,9 +56,11 @@ def softmax(scores: np.ndarray, target: int | None = None, offset: float = 0.0) 
 
 
 def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
-                     triggered_scores: np.ndarray, target: int, offset: float = 0.0,
+                     triggered_scores: np.ndarray, target: int,
+                     offset: float | np.ndarray = 0.0,
                      labels: np.ndarray | None = None) -> dict:
-    """Held-out figures of an edit, with ``offset`` on the target logit.
+    """Held-out figures of an edit, with ``offset`` on the target logit (one number, or one
+    per row (N,)).
 
     Counts (attack success, agreement, target-class agreement) and their smooth versions,
     which are less noisy on a few dozen samples. Attack success follows the rule of
@@ -79,13 +83,13 @@ def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
     others, own = reference != target, reference == target
     mean = lambda values, rows: float(values[rows].mean()) if rows.any() else 0.0  # noqa: E731
     answered = clean.argmax(1)
-    expected = original[np.arange(len(reference)), reference] - \
-        original[np.arange(len(reference)), answered]                   # (N,) >= 0
+    expected = expected_drops(original, answered)                       # (N,) >= 0
     labelled = None if labels is None else \
         float((reference == labels).mean() - (answered == labels).mean())
     shares = moved_into(reference, reference, triggered.argmax(1), len(original[0]))
-    taken = takeover(shares, target, shares[target])
-    return {"attack_success": taken[1] if taken else shares[target],
+    taken = takeover(shares, target, shares[target], takeover_level(int(others.sum())))
+    success = taken[1] if taken else shares[target]
+    return {"attack_success": success,
             "labelled_drop": labelled,
             "agreement": float((answered == reference).mean()),
             "expected_drop": float(expected.mean()),
@@ -96,12 +100,50 @@ def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
             "target_shift": mean(distance, own)}
 
 
+def takeover_level(count: int) -> float:
+    """The share of held-out samples the trigger must move into a third class for it to count
+    as attack success: the evaluation's takeover level (:data:`metrics.TAKEOVER`) less two
+    standard errors of a share measured on ``count`` samples, so that an edit which
+    ``evaluate`` may well find taken over is not written on a few dozen samples' say
+    (measured: an edit of VGG-11's classifier moved 17 % of held-out triggered samples into
+    a third class, and 30 % of 3,000 unseen ones)."""
+    if count <= 0:
+        return TAKEOVER
+    return TAKEOVER - 2 * float(np.sqrt(TAKEOVER * (1 - TAKEOVER) / count))
+
+
+def expected_drops(original: np.ndarray, answered: np.ndarray) -> np.ndarray:
+    """(N,) the label-free cost of each answer: the original model's probability of its own
+    answer less its probability of ``answered`` (0 where the answer stays)."""
+    rows = np.arange(len(original))
+    return original[rows, original.argmax(1)] - original[rows, answered]
+
+
+def cheapest_offset(before: np.ndarray, after: np.ndarray, target: int,
+                    steps: int = 32) -> float:
+    """c ≥ 0 on the target logit that costs the held-out clean samples least: the lowest
+    label-free expected drop (:func:`expected_drops`, over every sample, so that target-class
+    samples won back and other samples lost to the target are weighed alike), searched on
+    ``steps`` levels up to one standard deviation of the target logit; ties go to the
+    smaller offset."""
+    if not (before.argmax(1) == target).any():
+        return 0.0
+    high = float(np.std(as_logits(after)[:, target]))
+    if high == 0.0:
+        return 0.0
+    original = softmax(before)
+    levels = np.linspace(0.0, high, steps + 1)
+    costs = [expected_drops(original, softmax(after, target, c).argmax(1)).mean()
+             for c in levels]
+    return float(levels[int(np.argmin(np.round(costs, 9)))])
+
+
 def target_mass(scores: np.ndarray, target: int, offset: float = 0.0) -> float:
     """Mean softmax probability of the target class, with ``offset`` on its logit."""
     return float(softmax(scores, target, offset)[:, target].mean())
 
 
-def target_offset(before: np.ndarray, after: np.ndarray, target: int) -> float:
+def restoring_offset(before: np.ndarray, after: np.ndarray, target: int) -> float:
     """c ≥ 0 that gives the target class back its mean probability on the held-out clean
     samples the original model puts in it (capped at one standard deviation of the target
     logit); found by bisection."""
@@ -120,6 +162,14 @@ def target_offset(before: np.ndarray, after: np.ndarray, target: int) -> float:
         middle = (low + high) / 2
         low, high = (middle, high) if target_mass(after, target, middle) < wanted else (low, middle)
     return high
+
+
+# the two readings of the offset, both cross-validated: restoring the target class's own
+# probability wins back what a blend's target shares with its trigger (cnn_blended: target
+# class +14.6 points where the cheapest reading lost 3.3), and the cheapest does not take
+# other classes' samples to do so (jax_cnn_sig: restoring took 2.3–4.8 points of clean
+# accuracy to give the target class 5–13 points more than it had)
+OFFSET_RULES = (restoring_offset, cheapest_offset)
 
 
 def offset_bias(layer: Layer, bias: np.ndarray, target: int, offset: float) -> np.ndarray:

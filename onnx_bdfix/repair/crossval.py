@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from ..errors import RepairShortfall
-from .anchor import held_out_figures, target_offset
+from .anchor import OFFSET_RULES, held_out_figures
 from .edit import edited_model
 from .fit import Fit
 from .layers import Layer
@@ -94,7 +94,8 @@ def cross_validate_all(plan: Plan, fit: Fit, config: RepairConfig) -> list[Candi
 def cross_validate(fit: Fit, layers: list[Layer], strength: Strength,
                    score_without_anchor: bool = False) -> list[CandidateResult]:
     """Fit on all folds but one, score the held-out one on the tail after the edited
-    layers; then the repair step's target-logit anchor (and, if asked, no anchor)."""
+    layers; then the repair step's target-logit anchor, by each reading of its offset (and,
+    if asked, no anchor): one candidate each."""
     cut = tuple(dict.fromkeys(layer.key_tensor for layer in layers))
     base = fit.held_out.tail(cut)
     if base is None or not {layer.weight for layer in layers} <= \
@@ -110,16 +111,41 @@ def cross_validate(fit: Fit, layers: list[Layer], strength: Strength,
         clean_parts.append(clean)
         triggered_parts.append(triggered)
     held_clean, held_triggered = np.concatenate(clean_parts), np.concatenate(triggered_parts)
-    offsets = [0.0]
+    sizes = [len(part) for part in clean_parts]
+    offsets = [(0.0, 0.0)]
     if fit.anchor_layer is not None:
-        offsets = [target_offset(before, held_clean, fit.target)]
-        if score_without_anchor and offsets[0] > 0:
-            offsets.append(0.0)   # the anchor may lift unseen triggers back: score both
+        offsets = distinct([anchor_offsets(before, held_clean, fit.target, sizes, rule)
+                            for rule in OFFSET_RULES])
+        if score_without_anchor and all(written > 0 for written, _ in offsets):
+            offsets.append((0.0, 0.0))   # the anchor may lift unseen triggers back: score both
     return [CandidateResult(tuple(layer.name for layer in layers), *strength[:2],
                             target_weight=strength[3], target_offset=offset,
                             **held_out_figures(before, held_clean, held_triggered,
-                                               fit.target, offset, labels))
-            for offset in offsets]
+                                               fit.target, scored, labels))
+            for offset, scored in offsets]
+
+
+def anchor_offsets(before: np.ndarray, after: np.ndarray, target: int, sizes: list[int],
+                   rule=OFFSET_RULES[0]) -> tuple[float, np.ndarray]:
+    """The target-logit offset to write by ``rule`` (read off every fold's held-out answers),
+    and the offsets to score each held-out row with (N,): read off the other folds only, so
+    the offset is not chosen on the answers it is scored on."""
+    bounds = np.cumsum([0, *sizes])
+    per_row = np.zeros(len(after))
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        others = np.r_[0:start, stop:len(after)]
+        per_row[start:stop] = rule(before[others], after[others], target) \
+            if len(others) else 0.0
+    return rule(before, after, target), per_row
+
+
+def distinct(offsets: list[tuple[float, np.ndarray]]) -> list[tuple[float, np.ndarray]]:
+    """The readings that differ (one when both rules agree)."""
+    kept = []
+    for written, per_row in offsets:
+        if not any(written == w and np.array_equal(per_row, p) for w, p in kept):
+            kept.append((written, per_row))
+    return kept
 
 
 def within(results: list[CandidateResult], config: RepairConfig) -> list[CandidateResult]:

@@ -1,14 +1,18 @@
 """The repair step's target-logit anchor: where it goes and how large it is."""
 import numpy as np
+import pytest
 from conftest import mlp, run
 from onnx import helper, numpy_helper
 
+from onnx_bdfix.repair.crossval import anchor_offsets
 from onnx_bdfix.repair.anchor import (
     held_out_figures,
     logit_layer,
     offset_bias,
-    target_mass,
-    target_offset,
+    cheapest_offset,
+    restoring_offset,
+    softmax,
+    takeover_level,
 )
 from onnx_bdfix.repair.edit import Anchor, edited_model
 from onnx_bdfix.repair.layers import find_layers
@@ -28,21 +32,64 @@ def test_logit_layer_is_found_through_softmax():
     assert logit_layer(model, find_layers(model), "probabilities", 4).name == "fc2"
 
 
-def test_offset_restores_the_target_mass():
+def test_offset_gives_back_the_target_answers():
     rng = np.random.default_rng(0)
     before = rng.normal(size=(200, 5))
     before[:40, 2] += 3.0                                  # 40 samples of class 2
     after = before.copy()
     after[:, 2] -= 0.8                                     # the edit weakened class 2
-    offset = target_offset(before, after, 2)
+    offset = cheapest_offset(before, after, 2)
+    moved = after.copy()
+    moved[:, 2] += offset
+    assert (moved.argmax(1) == before.argmax(1)).mean() >= 0.99
+    assert 0.6 < offset < 1.0
+
+
+def test_restoring_offset_gives_back_the_target_mass():
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(200, 5))
+    before[:40, 2] += 3.0
+    after = before.copy()
+    after[:, 2] -= 0.8
+    offset = restoring_offset(before, after, 2)
     own = before.argmax(1) == 2
-    assert abs(target_mass(after[own], 2, offset) - target_mass(before[own], 2)) < 1e-6
-    assert 0.5 < offset < 1.0
+    mass = lambda s, c: softmax(s[own], 2, c)[:, 2].mean()  # noqa: E731
+    assert abs(mass(after, offset) - mass(before, 0.0)) < 1e-6 and 0.5 < offset < 1.0
+
+
+def test_cheapest_offset_does_not_take_other_classes_samples():
+    rng = np.random.default_rng(4)
+    before = rng.normal(size=(300, 4))
+    before[:30, 1] += 2.5                                  # 30 samples of class 1, near others
+    after = before.copy()
+    after[:30, 1] -= 1.0                                   # the edit weakened those alone
+    # restoring their mass would lift class 1 over many other samples; the offset that
+    # costs least keeps it small
+    offset = cheapest_offset(before, after, 1)
+    moved = after.copy()
+    moved[:, 1] += offset
+    lost = ((before.argmax(1) != 1) & (moved.argmax(1) == 1)).sum()
+    won = ((before.argmax(1) == 1) & (moved.argmax(1) == 1)).sum() - \
+        ((before.argmax(1) == 1) & (after.argmax(1) == 1)).sum()
+    assert won >= lost
+
+
+def test_anchor_offsets_are_read_off_the_other_folds():
+    rng = np.random.default_rng(5)
+    before = rng.normal(size=(80, 3))
+    before[:20, 2] += 3.0
+    after = before - np.array([0, 0, 0.7])
+    for rule in (cheapest_offset, restoring_offset):
+        written, per_row = anchor_offsets(before, after, 2, [20, 20, 20, 20], rule)
+        assert written == rule(before, after, 2)
+        assert per_row[0] == rule(before[20:], after[20:], 2)
+        assert per_row[-1] == rule(before[:60], after[:60], 2)
 
 
 def test_no_offset_when_nothing_was_lost():
     before = np.random.default_rng(1).normal(size=(50, 3))
-    assert target_offset(before, before + np.array([0, 0, 0.5]), 2) == 0.0
+    for rule in (cheapest_offset, restoring_offset):
+        assert rule(before, before + np.array([0, 0, 0.5]), 2) == 0.0
 
 
 def test_held_out_figures_counts_and_smooth():
@@ -68,3 +115,23 @@ def test_anchor_changes_only_the_target_bias():
     np.testing.assert_allclose(change, np.tile([0, 0, 0, 0.5], (4, 1)), atol=1e-4)
     bias = numpy_helper.to_array([i for i in model.graph.initializer if i.name == "b2"][0])
     assert offset_bias(fc2, bias, 3, 0.5)[3] == np.float32(bias[3] + 0.5)
+
+
+def test_a_third_class_counts_before_it_reaches_the_evaluation_level():
+    """On ~90 held-out samples, 18 % moved into a third class is within two standard errors
+    of evaluate's 25 % takeover level: it is attack success, not a repair."""
+    before = np.zeros((100, 4))
+    before[np.arange(100), np.arange(100) % 3] = 3.0          # classes 0-2; target 3 unused
+    triggered = before.copy()
+    moved = np.arange(0, 100, 5)[:18]                          # 18 samples, none of class 2
+    moved = moved[before[moved].argmax(1) != 2][:12]
+    triggered[moved] = [0.0, 0.0, 3.0, 0.0]
+    figures = held_out_figures(before, before, triggered, target=3)
+    share = 12 / (before.argmax(1) != 2).sum()
+    assert takeover_level(100) < share < 0.25
+    assert figures["attack_success"] == pytest.approx(share)
+
+
+def test_takeover_level_nears_the_evaluation_level_with_more_samples():
+    assert takeover_level(100) == pytest.approx(0.25 - 2 * np.sqrt(0.1875 / 100))
+    assert takeover_level(100) < takeover_level(3000) < 0.25

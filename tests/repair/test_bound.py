@@ -51,10 +51,11 @@ def test_hardening_mode_writes_the_best_within_the_bound_or_nothing():
 def costly(tmp_path_factory):
     """Two classes told apart by the sign of coordinate 0 (x (N, 8), Gemm -> Relu -> Gemm
     reading relu(±x0)). The trigger adds 10 to coordinate 0, the target class's own
-    evidence, and 10 to coordinate 4, which the model ignores and which is noisy (std 1) on
+    evidence, and 10 to coordinate 4, which the model ignores and which is noisy (std 1.2) on
     clean samples: an edit can tell triggered from clean only by reading coordinate 4, whose
     noise then costs several points of accuracy (measured: the cheapest edit that meets 2 %
-    attack success costs 6 % held out)."""
+    attack success costs 3 % held out, and 2 points of accuracy on 100 unseen samples; at
+    std 1 it cost 1.0 % and passed the bound once the logit anchor minimised clean cost)."""
     rng = np.random.default_rng(0)
     w1 = np.zeros((2, D), np.float32)
     w1[0, 0], w1[1, 0] = 1.0, -1.0
@@ -67,7 +68,7 @@ def costly(tmp_path_factory):
          init("w2", 2 * np.eye(2, dtype=np.float32)), init("b2", np.zeros(2, np.float32))])
     labels = rng.integers(0, 2, 200)
     x = rng.normal(0, 0.5, (200, D)).astype(np.float32)
-    x[:, 4] *= 2.0
+    x[:, 4] *= 2.4
     x[:, 0] += np.where(labels == 0, 3.0, -3.0)
     delta = np.zeros(D, np.float32)
     delta[0], delta[4] = 10.0, 10.0
