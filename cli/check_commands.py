@@ -50,6 +50,9 @@ def evaluate(model, evaluation, target_class, output_name, as_json, runtime, ima
     click.echo(f"clean accuracy        {cell(q.clean_accuracy)}"
                + ("" if dataset.y is not None else "  (no labels: agreement with itself)"))
     click.echo(f"attack success rate   {cell(q.attack_success_rate)}")
+    if result.target_confusion is not None:
+        click.echo(f"  floor (no trigger)  {cell(result.target_confusion)} of other classes' "
+                   "samples are put in the target class clean")
     click.echo(f"target class          {result.target_class} ({result.target_class_source})")
     click.echo(f"target-class accuracy {cell(q.target_class_accuracy)}")
 

@@ -15,6 +15,7 @@ from .metrics import (
     Quality,
     check_labels,
     check_target,
+    confusion_into,
     declared_target,
     infer_target,
     moved_into,
@@ -37,10 +38,12 @@ class Evaluation:
     per_class_accuracy: list = field(default_factory=list)     # (classes,)
     predictions: np.ndarray = field(default=None, repr=False)  # (N,) clean predicted class
     moved_into: list = field(default_factory=list)             # (classes,) metrics.moved_into
+    target_confusion: float | None = None    # metrics.confusion_into: the ASR floor
 
     def as_dict(self) -> dict:
         return {**self.quality.as_dict(), "target_class": self.target_class,
-                "target_class_source": self.target_class_source, "provider": self.provider}
+                "target_class_source": self.target_class_source, "provider": self.provider,
+                "target_confusion": self.target_confusion}
 
 
 def triggered_rows(data: Dataset, triggered) -> Rows | np.ndarray | None:
@@ -92,4 +95,5 @@ def evaluate(model, data: Dataset, triggered=None, target: int | None = None,
                           attack_success_rate=moved[1])
         target = moved[0]
     return Evaluation(figures, target, source or "none", runner.provider,
-                      per_class_accuracy(predicted, data.y, n_classes), predicted, shares)
+                      per_class_accuracy(predicted, data.y, n_classes), predicted, shares,
+                      confusion_into(data.y, predicted, target))

@@ -4,7 +4,8 @@ accuracy, parity, the backdoor's target class and its range. ``evaluate``, ``rep
 
 - Attack success rate (ASR) at a given target: the share of triggered samples whose label is
   not the target that the model puts in the target (labels may be the original model's clean
-  answers when true labels are unknown).
+  answers when true labels are unknown). Its floor, with true labels, is the target
+  confusion: the share of those samples the model puts in the target with no trigger.
 - Target class, when none is given: the class the trigger moves the largest share of other
   classes' correctly classified samples into, and that share is its ASR (samples the model
   already gets wrong stay out, so natural confusion is not read as an attack). When one is
@@ -57,6 +58,17 @@ def attack_success(labels: np.ndarray, landed: np.ndarray, target: int) -> float
     """Share of triggered samples whose label is not ``target`` that land in ``target``."""
     others = labels != target
     return float((landed[others] == target).mean()) if others.any() else None
+
+
+def confusion_into(labels: np.ndarray | None, predicted: np.ndarray,
+                   target: int | None) -> float | None:
+    """Share of clean samples labelled other than ``target`` that the model already puts in
+    ``target``: the floor under the attack success rate, which counts these too once they
+    are triggered (a model that confuses 8 % of other classes' samples with the target
+    reads at least about 8 % with any trigger, or none). None without true labels."""
+    if labels is None or target is None or not (labels != target).any():
+        return None
+    return float((predicted[labels != target] == target).mean())
 
 
 def moved_into(labels: np.ndarray, predicted: np.ndarray, landed: np.ndarray,

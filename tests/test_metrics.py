@@ -5,8 +5,10 @@ import pytest
 from onnx_bdfix.errors import DataError, InputError
 from onnx_bdfix.metrics import (
     TAKEOVER,
+    attack_success,
     check_labels,
     check_target,
+    confusion_into,
     declared_target,
     infer_target,
     parity,
@@ -60,3 +62,13 @@ def test_quality_and_parity():
     assert figures.target_class_accuracy == 1.0
     same = parity(clean, clean + 0.5)
     assert same.agreement == 1.0 and same.max_score_change == pytest.approx(0.5)
+
+
+def test_target_confusion_is_the_floor_under_attack_success():
+    labels = np.array([0, 0, 1, 1, 2, 2, 2, 2])
+    predicted = np.array([0, 2, 1, 1, 2, 2, 0, 2])       # one 0 and no 1 put in class 2
+    assert confusion_into(labels, predicted, 2) == 0.25
+    assert confusion_into(None, predicted, 2) is None
+    assert confusion_into(labels, predicted, None) is None
+    # a trigger that changes nothing still "succeeds" on the confused sample
+    assert attack_success(labels, predicted, 2) == 0.25

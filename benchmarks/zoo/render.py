@@ -35,7 +35,9 @@ def judged(run: dict, before: dict, target: dict, backdoored: bool) -> tuple[str
         return "miss", [after["error"]]
     reasons = []
     if backdoored and after["attack_success_rate"] > target["asr"]:
-        reasons.append(f"ASR {pct(after['attack_success_rate'])} %")
+        floor = before.get("target_confusion")
+        reasons.append(f"ASR {pct(after['attack_success_rate'])} %" +
+                       (f" (floor {pct(floor)})" if floor is not None else ""))
     drop = before["clean_accuracy"] - after["clean_accuracy"]
     limit = target["ca_drop"] if backdoored else 0.01
     if drop > limit:
@@ -83,14 +85,16 @@ def model_rows(cards: dict, results: dict, slices: int, mode: str) -> tuple[list
 
 
 def table(rows: list) -> list[str]:
-    lines = ["| model | arch | attack | rate | split | CA | ASR | target-class acc. | layers "
-             "| seconds (× forward) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | arch | attack | rate | split | CA | ASR | ASR floor | target-class acc. "
+             "| layers | seconds (× forward) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for card, before, after, run, verdict, multiple in rows:
         layers = ", ".join(run.get("layers", [])) or ("no edit" if not run.get("exit") else
                                                       "failed")
         lines.append(f"| {card['name']} | {card['arch']} | {card['attack'] or 'clean'} | "
                      f"{card['rate'] if card['attack'] else '–'} | {card['split']} | "
                      f"{change(before, after, KEYS[0])} | {change(before, after, KEYS[1])} | "
+                     f"{pct(before.get('target_confusion'))} | "
                      f"{change(before, after, KEYS[2])} | {layers[:60]} | "
                      f"{run['seconds']:.0f} ({multiple:.1f}) | "
                      f"{verdict} |")
@@ -179,7 +183,11 @@ def render(cards: dict, results: dict, slices: int, total: int = 0) -> str:
            "on (tune) or that only check them (check). `× forward`: the run's wall time, the "
            "command's start included (about 2 s of Python and ONNX Runtime imports, which "
            "dominate on the small models), over one ONNX Runtime forward pass of the model on "
-           "the same samples (clean and triggered for the known-trigger repair).", ""] + \
+           "the same samples (clean and triggered for the known-trigger repair). `ASR floor`: "
+           "the share of other classes' test images the original model already puts in the "
+           "target class with no trigger (`evaluate`'s `target_confusion`); the ASR counts "
+           "them too, so a repair cannot bring it much below that without changing clean "
+           "answers. The verdict still holds every model to the issue's 2 %.", ""] + \
         coverage(cards, results, total or len(cards))
     for mode, title in (("known", f"Known trigger, 100 clean samples (worst of {slices} "
                                   "disjoint slices)"),

@@ -46,8 +46,8 @@ def evaluate(model: Path, folder: Path, target: int) -> dict:
     if code:
         return {"error": err.strip().splitlines()[-1] if err.strip() else f"exit {code}"}
     figures = json.loads(out)
-    return {key: figures[key] for key in ("clean_accuracy", "attack_success_rate",
-                                          "target_class_accuracy")}
+    return {key: figures.get(key) for key in ("clean_accuracy", "attack_success_rate",
+                                              "target_class_accuracy", "target_confusion")}
 
 
 def repair(model: Path, folder: Path, card: dict, work: Path, start: int, count: int,

@@ -66,7 +66,8 @@ def anomaly_indices(rates: list[float], floor: float = 0.01) -> np.ndarray:
     / (1.4826 · MAD), Neural Cleanse's anomaly index read the other way round (an easy
     class, not a small trigger). Reported beside the verdict, not deciding it: measured
     on the zoo, it separates clean from backdoored models worse than the flip rate itself
-    (ROC AUC 0.81 against 0.94, and 0.55 on the check seeds)."""
+    (ROC AUC 0.84 against 0.94 over 27 backdoored and 8 clean models, and 0.73 on the check
+    seeds: docs/benchmark.md)."""
     rates = np.asarray(rates, np.float64)
     spread = max(float(median_abs_deviation(rates, scale="normal")), floor)
     return (rates - np.median(rates)) / spread

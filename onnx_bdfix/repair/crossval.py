@@ -176,10 +176,11 @@ def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateRes
 def shortfall(results: list[CandidateResult], config: RepairConfig) -> str:
     """One line: what the best edit within the bound would leave, and what bound the
     cheapest edit that meets ``max_asr`` would need."""
-    bound, goal = config.max_clean_drop or 0.0, config.max_asr
+    bound, goal = config.max_clean_drop, config.max_asr
     kept = within(results, config)
-    line = f"no edit within a clean-accuracy cost of {bound:.1%} brings held-out attack " \
-           f"success to {goal:.1%} or less"
+    limit = "with no clean-cost bound" if bound is None else \
+        f"within a clean-accuracy cost of {bound:.1%}"
+    line = f"no edit {limit} brings held-out attack success to {goal:.1%} or less"
     if kept:
         top = min(kept, key=lambda r: (r.attack_success, r.clean_cost))
         line += f"; the best within it would leave {top.attack_success:.1%} (clean cost " \

@@ -114,3 +114,9 @@ def test_cli_exit_1_one_line_nothing_written(costly, tmp_path):
                                       str(report), "--device", "cpu", "--max-clean-drop", "1"])
     assert loose.exit_code == 0, loose.output
     assert json.loads(report.read_text())["chosen_figures"]["clean_cost"] > 0.01
+
+
+def test_shortfall_without_a_bound_says_so():
+    results = [candidate(0.12, 0.004, 0.2, "weak")]
+    with pytest.raises(RepairShortfall, match="^no edit with no clean-cost bound brings"):
+        choose(results, RepairConfig(max_clean_drop=None, max_asr=0.02))

@@ -24,9 +24,9 @@ N_CLEAN = 100
 # (2.9 % before the logit anchor was read off other folds; the repair gives back
 # target-class samples the backdoor had taken, so the estimate is pessimistic), over the 1 %
 OPTIONS = {"cnn_blended": {"max_clean_drop": 0.03}}
-# resnet_sig: held-out attack success of the α = 0.1 edits is 12 %, so it unlearns harder
-# (α = 1), measured 3.4 % ASR and 1.2 points of CA on the 3,000 held-out images
-MAX_ASR, MAX_DROP = {"resnet_sig": 0.04}, {"resnet_sig": 0.015}
+# resnet_sig needed 4 % ASR and 1.5 points of CA before the logit anchor was read off other
+# folds; now measured 0.2 % ASR and -0.4 CA, so it meets the defaults like the others
+MAX_ASR, MAX_DROP = {}, {}
 # cnn_blended: restoring the target class's probability (+14.6 points of target-class accuracy
 # when read off the answers it was scored on) costs 4 % of clean accuracy by the label-free
 # estimate once read off other folds, so the cheaper offset wins: measured -3.3 points
