@@ -4,7 +4,8 @@
 
 N defaults to 100. With --subsets K (K * N <= 500), each fixture is repaired K times, on K
 disjoint slices of its clean pool, and a second table gives the mean and the worst change.
-It calls the installed command line, exactly as a user would:
+It calls the installed command line, exactly as a user would (a warp fixture gives its
+triggered copies with --triggered / --triggered-data instead of --trigger):
     onnx-bdfix repair MODEL --clean CLEAN_N.npz --trigger T.npz -o OUT --report R.json
     onnx-bdfix evaluate MODEL --data eval.npz --trigger T.npz --target-class C --json
 """
@@ -22,21 +23,41 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 KEYS = ("clean_accuracy", "attack_success_rate", "target_class_accuracy")
 
 
+def trigger_args(folder: Path, evaluation: bool, clean_rows: Path | None = None) -> list[str]:
+    """A static trigger file, or triggered copies (a warp fixture): of the evaluation data,
+    or of the clean rows the repair is given."""
+    if (folder / "trigger.npz").is_file():
+        return ["--trigger", str(folder / "trigger.npz")]
+    if evaluation:
+        return ["--triggered-data", str(folder / "eval_triggered.npz")]
+    return ["--triggered", str(clean_rows)]
+
+
 def evaluate(model: Path, folder: Path, target: int) -> dict:
     out = subprocess.run(["onnx-bdfix", "evaluate", str(model), "--data",
-                          str(folder / "eval.npz"), "--trigger", str(folder / "trigger.npz"),
+                          str(folder / "eval.npz"), *trigger_args(folder, True),
                           "--target-class", str(target), "--json"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
 
-def repair(folder: Path, rows: slice, work: Path) -> tuple[dict, dict]:
-    with np.load(folder / "clean.npz") as pool:
-        np.savez(work / "clean.npz", x=pool["x"][rows], scale=pool["scale"])
-    subprocess.run(["onnx-bdfix", "repair", str(folder / "model.onnx"), "--clean",
-                    str(work / "clean.npz"), "--trigger", str(folder / "trigger.npz"),
-                    "-o", str(work / "out.onnx"), "--report", str(work / "r.json")],
-                   check=True, capture_output=True, text=True)
+def repair(folder: Path, rows: slice, work: Path) -> tuple[dict, dict | None]:
+    """The report and the repaired model's figures; a refusal (exit 1) is kept as a row:
+    ({"refused": its line}, None)."""
+    for name in ("clean", "clean_triggered"):
+        if (folder / f"{name}.npz").is_file():
+            with np.load(folder / f"{name}.npz") as pool:
+                arrays = {k: pool[k] for k in pool.files if k != "y"}
+            arrays["x"] = arrays["x"][rows]
+            np.savez(work / f"{name}.npz", **arrays)
+    done = subprocess.run(["onnx-bdfix", "repair", str(folder / "model.onnx"), "--clean",
+                           str(work / "clean.npz"),
+                           *trigger_args(folder, False, work / "clean_triggered.npz"),
+                           "-o", str(work / "out.onnx"), "--report", str(work / "r.json")],
+                          capture_output=True, text=True)
+    if done.returncode == 1:
+        return {"refused": done.stderr.strip().splitlines()[-1], "chosen": []}, None
+    done.check_returncode()
     target = json.loads((folder / "card.json").read_text())["target_class"]
     return json.loads((work / "r.json").read_text()), evaluate(work / "out.onnx", folder, target)
 
@@ -45,7 +66,7 @@ def main(n: int, subsets: int) -> None:
     first = ["| fixture | layers edited | CA before → after | ASR before → after | "
              "target-class acc before → after |", "|---|---|---|---|---|"]
     spread = ["| fixture | CA change mean (worst) | ASR after mean (worst) | "
-              "target-class change mean (worst) |", "|---|---|---|---|"]
+              "target-class change mean (worst) | refused (exit 1) |", "|---|---|---|---|---|"]
     for folder in sorted(p for p in FIXTURES.iterdir() if (p / "card.json").exists()):
         target = json.loads((folder / "card.json").read_text())["target_class"]
         before = evaluate(folder / "model.onnx", folder, target)
@@ -54,14 +75,22 @@ def main(n: int, subsets: int) -> None:
             with tempfile.TemporaryDirectory() as work:
                 runs.append(repair(folder, slice(index * n, (index + 1) * n), Path(work)))
         report, after = runs[0]
-        pct = lambda key: f"{100 * before[key]:.1f} → {100 * after[key]:.1f}"  # noqa: E731
-        first.append(f"| {folder.name} | {', '.join(report['chosen'])} | "
+        pct = lambda key: f"{100 * before[key]:.1f} → " + \
+            ("refused" if after is None else f"{100 * after[key]:.1f}")  # noqa: E731
+        first.append(f"| {folder.name} | {', '.join(report['chosen']) or 'none (exit 1)'} | "
                      f"{pct(KEYS[0])} | {pct(KEYS[1])} | {pct(KEYS[2])} |")
-        change = {key: np.array([100 * (a[key] - before[key]) for _, a in runs]) for key in KEYS}
-        asr = np.array([100 * a[KEYS[1]] for _, a in runs])
-        spread.append(f"| {folder.name} | {change[KEYS[0]].mean():+.1f} "
-                      f"({change[KEYS[0]].min():+.1f}) | {asr.mean():.1f} ({asr.max():.1f}) | "
-                      f"{change[KEYS[2]].mean():+.1f} ({change[KEYS[2]].min():+.1f}) |")
+        written = [a for _, a in runs if a is not None]
+        refused = len(runs) - len(written)
+        if not written:
+            spread.append(f"| {folder.name} | – | – | – | {refused} |")
+        else:
+            change = {key: np.array([100 * (a[key] - before[key]) for a in written])
+                      for key in KEYS}
+            asr = np.array([100 * a[KEYS[1]] for a in written])
+            spread.append(f"| {folder.name} | {change[KEYS[0]].mean():+.1f} "
+                          f"({change[KEYS[0]].min():+.1f}) | {asr.mean():.1f} ({asr.max():.1f}) "
+                          f"| {change[KEYS[2]].mean():+.1f} ({change[KEYS[2]].min():+.1f}) | "
+                          f"{refused} |")
         print(first[-1], flush=True)
     print("\n".join(["", f"First {n} samples of each pool:"] + first))
     if subsets > 1:
