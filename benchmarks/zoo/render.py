@@ -236,4 +236,7 @@ def defenses_section(cards: dict, results: dict) -> list[str]:
                      f"{pct(mean(KEYS[1], before))} → {pct(mean(KEYS[1], after))} | "
                      f"{pct(max(a[KEYS[1]] for a in after))} | "
                      f"{np.mean([r['seconds'] for _, r in rows]):.0f} | {failed} |")
+    if not any(run in {r for _, r, _ in DEFENSES[3:]} for _, run in results):
+        lines += ["", "FT, FP and FT-SAM have not been run on the models built here yet "
+                  "(`python benchmarks/baselines.py`)."]
     return lines
