@@ -14,28 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "zoo"))
+from runs import trigger_args  # noqa: E402  (the zoo's rule: a trigger file, or copies)
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 KEYS = ("clean_accuracy", "attack_success_rate", "target_class_accuracy")
 
 
-def trigger_args(folder: Path, evaluation: bool, clean_rows: Path | None = None) -> list[str]:
-    """A static trigger file, or triggered copies (a warp fixture): of the evaluation data,
-    or of the clean rows the repair is given."""
-    if (folder / "trigger.npz").is_file():
-        return ["--trigger", str(folder / "trigger.npz")]
-    if evaluation:
-        return ["--triggered-data", str(folder / "eval_triggered.npz")]
-    return ["--triggered", str(clean_rows)]
-
-
 def evaluate(model: Path, folder: Path, target: int) -> dict:
     out = subprocess.run(["onnx-bdfix", "evaluate", str(model), "--data",
-                          str(folder / "eval.npz"), *trigger_args(folder, True),
+                          str(folder / "eval.npz"), *map(str, trigger_args(folder, True)),
                           "--target-class", str(target), "--json"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)
@@ -52,7 +46,7 @@ def repair(folder: Path, rows: slice, work: Path) -> tuple[dict, dict | None]:
             np.savez(work / f"{name}.npz", **arrays)
     done = subprocess.run(["onnx-bdfix", "repair", str(folder / "model.onnx"), "--clean",
                            str(work / "clean.npz"),
-                           *trigger_args(folder, False, work / "clean_triggered.npz"),
+                           *map(str, trigger_args(folder, False, work / "clean_triggered.npz")),
                            "-o", str(work / "out.onnx"), "--report", str(work / "r.json")],
                           capture_output=True, text=True)
     if done.returncode == 1:
