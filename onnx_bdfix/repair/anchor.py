@@ -3,9 +3,9 @@
 Unlearning a backdoor can also weaken the features the target class shares with the trigger,
 so clean samples of that class drift to others. One scalar c ≥ 0 added to the target class's
 logit (through the bias of the layer that produces the logits) restores them. c is read off
-held-out predictions (cross-validation folds, never the samples an edit was fitted on): the
-c that costs the clean samples least, the target class's won back against the others' lost
-to it.
+held-out predictions (cross-validation folds, never the samples an edit was fitted on), in
+two readings (:data:`OFFSET_RULES`) that are both scored as candidates: the c that gives the
+target class back its own probability, and the c that costs the clean samples least.
 """
 from __future__ import annotations
 
