@@ -104,6 +104,16 @@ ZOO = [
     make_spec("gray_mlp_sig", "mlp", "sig", 2, 33, data="gray"),
     make_spec("gray_preact18_wanet", "preact18", "wanet", 3, 34, data="gray"),
     make_spec("gray_cnn_blended_noise", "cnn", "blended-noise", 5, 35, data="gray"),
+    # more seeds and targets of the cheaper architectures (added with the rebuilt zoo)
+    make_spec("vgg11_lf", "vgg11", "lf", 1, 51),
+    make_spec("vgg11_blended_noise", "vgg11", "blended-noise", 2, 52),
+    make_spec("vgg11_inputaware", "vgg11", "inputaware", 8, 53),
+    make_spec("vgg11_badnets_norm", "vgg11", "badnets", 9, 54, normalize=True,
+          options={"size": 4, "position": "random"}),
+    make_spec("vgg11_sig", "vgg11", "sig", 7, 55),
+    make_spec("gray_cnn_wanet", "cnn", "wanet", 4, 56, data="gray"),
+    make_spec("gray_mlp_badnets", "mlp", "badnets", 6, 57, data="gray", options=BADNETS),
+    make_spec("gray_cnn_lf", "cnn", "lf", 8, 58, data="gray"),
     # clean models
     make_spec("preact18_clean", "preact18", None, 0, 41),
     make_spec("preact18_clean_norm", "preact18", None, 0, 42, normalize=True),
@@ -115,5 +125,8 @@ ZOO = [
     make_spec("jax_cnn_clean", "jax_cnn", None, 0, 48, framework="jax"),
     make_spec("gray_cnn_clean", "cnn", None, 0, 49, data="gray"),
     make_spec("gray_mlp_clean", "mlp", None, 0, 50, data="gray"),
+    make_spec("vgg11_clean_norm", "vgg11", None, 0, 60, normalize=True),
+    make_spec("gray_cnn_clean_b", "cnn", None, 0, 61, data="gray"),
+    make_spec("mobilenetv2_clean_norm", "mobilenetv2", None, 0, 62, normalize=True),
 ]
 BY_NAME = {spec.name: spec for spec in ZOO}

@@ -148,11 +148,19 @@ def distinct(offsets: list[tuple[float, np.ndarray]]) -> list[tuple[float, np.nd
     return kept
 
 
+def bounded_cost(result: CandidateResult, config: RepairConfig) -> float:
+    """The clean cost the bound holds: the estimated loss of clean accuracy, or, with
+    ``config.bound_changed_answers``, the share of held-out clean answers the edit changes
+    (no edit can lose more accuracy than that; a bound for hardening a model with no
+    backdoor found, where a label-free estimate of the loss is the wrong thing to trust)."""
+    return 1.0 - result.agreement if config.bound_changed_answers else result.clean_cost
+
+
 def within(results: list[CandidateResult], config: RepairConfig) -> list[CandidateResult]:
     """The candidates whose held-out clean cost stays within ``config.max_clean_drop``."""
     if config.max_clean_drop is None:
         return list(results)
-    return [r for r in results if r.clean_cost <= config.max_clean_drop + 1e-9]
+    return [r for r in results if bounded_cost(r, config) <= config.max_clean_drop + 1e-9]
 
 
 def meeting(results: list[CandidateResult], config: RepairConfig) -> list[CandidateResult]:
@@ -178,21 +186,22 @@ def shortfall(results: list[CandidateResult], config: RepairConfig) -> str:
     cheapest edit that meets ``max_asr`` would need."""
     bound, goal = config.max_clean_drop, config.max_asr
     kept = within(results, config)
+    cost = lambda result: bounded_cost(result, config)  # noqa: E731
     limit = "with no clean-cost bound" if bound is None else \
         f"within a clean-accuracy cost of {bound:.1%}"
     line = f"no edit {limit} brings held-out attack success to {goal:.1%} or less"
     if kept:
-        top = min(kept, key=lambda r: (r.attack_success, r.clean_cost))
+        top = min(kept, key=lambda r: (r.attack_success, cost(r)))
         line += f"; the best within it would leave {top.attack_success:.1%} (clean cost " \
-                f"{top.clean_cost:.1%})"
+                f"{cost(top):.1%})"
     enough = [r for r in results if r.attack_success <= goal + 1e-9]
     if enough:
-        cheapest = min(enough, key=lambda r: r.clean_cost)
-        needed = np.ceil(cheapest.clean_cost * 1000) / 1000
-        line += f"; one that meets it costs {cheapest.clean_cost:.1%} of clean accuracy " \
+        cheapest = min(enough, key=cost)
+        needed = np.ceil(cost(cheapest) * 1000) / 1000
+        line += f"; one that meets it costs {cost(cheapest):.1%} of clean accuracy " \
                 f"(--max-clean-drop {needed:.3f} would allow it)"
     else:
-        lowest = min(results, key=lambda r: (r.attack_success, r.clean_cost))
+        lowest = min(results, key=lambda r: (r.attack_success, cost(r)))
         line += f"; no edit meets it at any cost (the lowest leaves " \
-                f"{lowest.attack_success:.1%} at a clean cost of {lowest.clean_cost:.1%})"
+                f"{lowest.attack_success:.1%} at a clean cost of {cost(lowest):.1%})"
     return line + "; nothing was written"

@@ -29,7 +29,10 @@ class RepairConfig:
     none). The trigger-agnostic mode passes its own choices as data: a second target-key
     weight to cross-validate (``target_weight_grid``), scoring each edit without the logit
     anchor too (``score_without_anchor``), and hardening rather than refusing
-    (``must_meet_asr=False``). ``mode`` is a label for the provenance; no step reads it.
+    (``must_meet_asr=False``); on a model its scan calls clean, the bound holds the share
+    of held-out clean answers an edit changes (``bound_changed_answers``), which no
+    accuracy loss can exceed, rather than the estimated loss. ``mode`` is a label for the
+    provenance; no step reads it.
     """
     layers: str | list[str] = "auto"   # "auto" or layer names
     target_class: int | None = None
@@ -51,6 +54,7 @@ class RepairConfig:
     batch_size: int = 64
     seed: int = 0
     max_clean_drop: float | None = 0.01  # largest held-out clean cost an edit may have
+    bound_changed_answers: bool = False  # the bound holds changed answers, not expected loss
     max_asr: float = 0.02               # held-out attack success an edit must reach
     must_meet_asr: bool = True          # none does: refuse (True) or harden within the bound
     stronger: bool = True               # try merge edits when the plain ones fall short

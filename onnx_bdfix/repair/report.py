@@ -83,15 +83,17 @@ def repair_step(fit: Fit, chosen: CandidateResult | None, config: RepairConfig) 
 
 def reason(chosen: CandidateResult | None, results: list[CandidateResult],
            config: RepairConfig) -> str:
+    measure = "share of changed clean answers" if config.bound_changed_answers else \
+        "clean cost"
     if chosen is None:
-        return (f"no candidate edit kept its held-out clean cost within "
+        return (f"no candidate edit kept its held-out {measure} within "
                 f"{config.max_clean_drop:.1%}: the weights are left unchanged")
     named = "" if config.layers in ("auto", ["auto"]) else "layers named with --layers; "
     goal = "reaching" if chosen.attack_success <= config.max_asr + 1e-9 else "short of"
     bound = "no bound" if config.max_clean_drop is None else f"{config.max_clean_drop:.1%}"
     return (f"{named}lowest smooth held-out score (trigger pull and shift + clean and "
             f"target-class shift) of {len(results)} candidates (layers x strength) within "
-            f"the clean-cost bound ({bound}) and {goal} {config.max_asr:.1%} attack success: "
+            f"the bound on its {measure} ({bound}) and {goal} {config.max_asr:.1%} attack success: "
             f"alpha={chosen.alpha:g}, eps={chosen.eps:g}, {chosen.attack_success:.1%} attack "
             f"success, {chosen.clean_cost:.1%} clean cost, {chosen.agreement:.1%} clean "
             f"agreement")

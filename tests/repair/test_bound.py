@@ -46,6 +46,21 @@ def test_hardening_mode_writes_the_best_within_the_bound_or_nothing():
     assert choose(results[:1], config) is None
 
 
+def test_hardening_a_model_called_clean_bounds_the_changed_answers_not_the_estimate():
+    """An edit that changes 6 % of clean answers which the label-free estimate counts at
+    0.5 % is within the usual bound, but not within the bound on changed answers."""
+    churn = CandidateResult(("churn",), 0.1, 0.01, 0.0, 0.94, None, 0.0, 0.0, 0.0,
+                            expected_drop=0.005)
+    quiet = CandidateResult(("quiet",), 0.1, 0.01, 0.3, 0.995, None, 0.3, 0.0, 0.0,
+                            expected_drop=0.004, trigger_shift=0.5)
+    loose = RepairConfig(max_clean_drop=0.01, must_meet_asr=False)
+    strict = RepairConfig(max_clean_drop=0.01, must_meet_asr=False,
+                          bound_changed_answers=True)
+    assert choose([churn, quiet], loose).layers == ("churn",)
+    assert choose([churn, quiet], strict).layers == ("quiet",)
+    assert choose([churn], strict) is None
+
+
 # ------------------------------------------------------------- a costly backdoor
 @pytest.fixture(scope="module")
 def costly(tmp_path_factory):
