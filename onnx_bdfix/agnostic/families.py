@@ -1,7 +1,13 @@
 """The families of small triggers the search tries, each a generator of (parameters, trigger):
 
 - patches: small squares (about 1/9 of the side) at a grid of positions, white, black or
-  checkered;
+  checkered; on colour input, instead of the checkers, a few random colourings (one bit per
+  channel and cell) at each position, scored on a smaller probe (:data:`COLOUR_PROBE`) for
+  how much they pull each class: a multi-colour patch (TrojanNN's optimized one, a BadNets
+  patch whose channels differ) answers to no single colour, but partly to random ones in
+  its place (measured on vgg11_trojannn: 32 random colourings at its position pulled its
+  target to 0.31–0.46, while every white, black or checkered patch anywhere pulled it at
+  most 0.13);
 - blends: x' = (1 − a)·x + a·noise, a ≤ 0.25, several fixed noise images;
 - waves: x' = clip(x + A·sin(2π f u)), A ≤ 0.15 of the range, u along rows or columns.
 """
@@ -16,22 +22,55 @@ from .geometry import Domain, Geometry, blend, made, patch
 
 NOISE_SEEDS = tuple(range(11, 19))
 BLEND_RATIOS = (0.15, 0.25)
+COLOURINGS = 8          # random colourings per position, colour input
+COLOUR_PROBE = 16       # probe samples a random colouring is scored on
 WAVE_FREQUENCIES = (3, 4, 5, 6, 7, 8, 10)
 WAVE_AMPLITUDES = (0.08, 0.15)
 
 
-def patch_triggers(geo: Geometry, span: Domain) -> Iterator[tuple[dict, Trigger]]:
-    size = max(2, round(min(geo.height, geo.width) / 9))
+def patch_side(geo: Geometry) -> int:
+    return max(2, round(min(geo.height, geo.width) / 9))
+
+
+def positions(geo: Geometry) -> Iterator[tuple[int, int]]:
+    """(top, left) of every menu patch: a grid at half the patch side."""
+    size = patch_side(geo)
     step = max(1, size // 2)
-    cells = np.indices((size, size)).sum(axis=0) % 2
-    patterns = {"white": np.ones((size, size)), "black": np.zeros((size, size)),
-                "checker": cells, "checker2": 1 - cells}
     for top in range(0, geo.height - size + 1, step):
         for left in range(0, geo.width - size + 1, step):
-            for name, cells_on in patterns.items():
-                yield ({"family": "patch", "top": top, "left": left, "size": size,
-                        "cells": cells_on.astype(int).tolist(), "pattern": name},
-                       patch(geo, top, left, cells_on, span))
+            yield top, left
+
+
+def patch_triggers(geo: Geometry, span: Domain) -> Iterator[tuple[dict, Trigger]]:
+    """White, black and (on one-channel input) checkered patches at every position."""
+    size = patch_side(geo)
+    cells = np.indices((size, size)).sum(axis=0) % 2
+    patterns = {"white": np.ones((size, size)), "black": np.zeros((size, size))}
+    if geo.channels == 1:
+        patterns.update(checker=cells, checker2=1 - cells)
+    for top, left in positions(geo):
+        for name, cells_on in patterns.items():
+            yield _patch_entry(geo, span, top, left, cells_on, name)
+
+
+def colour_patch_triggers(geo: Geometry, span: Domain, seed: int = 0
+                          ) -> Iterator[tuple[dict, Trigger]]:
+    """Random colourings (C, size, size) of one bit per channel and cell, at every
+    position; none on one-channel input."""
+    if geo.channels == 1:
+        return
+    rng = np.random.default_rng(seed)
+    size = patch_side(geo)
+    for top, left in positions(geo):
+        for _ in range(COLOURINGS):
+            yield _patch_entry(geo, span, top, left,
+                               rng.integers(0, 2, (geo.channels, size, size)), "colour")
+
+
+def _patch_entry(geo, span, top, left, cells_on, name) -> tuple[dict, Trigger]:
+    return ({"family": "patch", "top": top, "left": left, "size": patch_side(geo),
+             "cells": cells_on.astype(int).tolist(), "pattern": name},
+            patch(geo, top, left, cells_on, span))
 
 
 def global_triggers(geo: Geometry, span: Domain) -> Iterator[tuple[dict, Trigger]]:

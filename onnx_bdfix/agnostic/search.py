@@ -18,7 +18,7 @@ import numpy as np
 from ..data import Trigger
 from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
-from .families import global_triggers, patch_triggers
+from .families import COLOUR_PROBE, colour_patch_triggers, global_triggers, patch_triggers
 from .geometry import Domain, Geometry, domain, geometry, patch
 from .optimized import optimized_triggers
 
@@ -95,6 +95,11 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
             _keep_best(best, rates, params, trigger)
             if params["family"] == "patch":
                 _keep_pull(pulled, pulls, params, trigger)
+    small = probe[:COLOUR_PROBE]
+    for params, trigger in colour_patch_triggers(geo, span, seed):   # pulls only
+        spent.menu += len(small)
+        _keep_pull(pulled, flip_rates(runner, output, small, base[:COLOUR_PROBE], trigger,
+                                      n_classes, True)[1], params, trigger)
     for cls in promising(best, pulled):
         start = _refine_start(best[cls], pulled.get(cls), runner, output, probe, base,
                               n_classes)

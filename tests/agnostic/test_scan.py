@@ -1,13 +1,15 @@
 """Scan and trigger-agnostic repair on real fixtures: right target, no false alarm."""
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import FIXTURES, card
 from onnx_bdfix_cli.main import main
 
 from onnx_bdfix.agnostic import agnostic_repair, scan_model
-from onnx_bdfix.agnostic.geometry import geometry
+from onnx_bdfix.agnostic.families import COLOURINGS, colour_patch_triggers, positions
+from onnx_bdfix.agnostic.geometry import Domain, geometry
 from onnx_bdfix.data import load_data, load_trigger
 from onnx_bdfix.evaluation import evaluate
 from onnx_bdfix.model import load_model, model_input
@@ -116,3 +118,18 @@ def test_scan_finds_a_warp():
     assert result.suspected_class == card("rgb_vgg_wanet")["target_class"]
     top = next(row for row in result.classes if row["class"] == result.suspected_class)
     assert top["family"] == "warp" and top["suspicion"] >= 0.9
+
+
+def test_random_colourings_only_on_colour_input_and_inside_each_channels_range():
+    assert list(colour_patch_triggers(geometry((1, 28, 28)), Domain(np.zeros(1),
+                                                                    np.ones(1)))) == []
+    geo = geometry((3, 32, 32))
+    span = Domain(np.array([-2.0, -1.5, -1.0]), np.array([2.0, 2.5, 3.0]))
+    made = list(colour_patch_triggers(geo, span))
+    assert len(made) == COLOURINGS * len(list(positions(geo)))
+    cells = np.array([params["cells"] for params, _ in made])     # (K, C, size, size)
+    assert cells.shape[1] == 3 and 0 < cells.mean() < 1
+    assert not (cells == cells[:, :1]).all()                       # channels differ
+    pattern = made[0][1].arrays["pattern"]                          # (C, H, W)
+    for channel in range(3):
+        assert set(np.unique(pattern[channel])) <= {span.low[channel], span.high[channel]}
