@@ -17,6 +17,7 @@ from .options import (
     distinct_outputs,
     evaluation_options,
     image_options,
+    search_image_options,
     output_option,
     runtime_options,
 )
@@ -69,7 +70,7 @@ def evaluate(model, evaluation, target_class, output_name, as_json, runtime, ima
                    "warps get what the fixed menu and the patch refinement leave of it.")
 @output_option
 @runtime_options()
-@image_options
+@search_image_options
 @click.pass_context
 def scan(ctx, model, clean, as_json, probe, budget, output_name, runtime, images):
     """Scan MODEL for a backdoor without labels or trigger. Exit 1 when suspicious."""
@@ -118,7 +119,7 @@ def scan(ctx, model, clean, as_json, probe, budget, output_name, runtime, images
               help="Write a one-page HTML report here (needs onnx-bdfix[report]).")
 @output_option
 @runtime_options(256)
-@image_options
+@search_image_options
 @click.pass_context
 def gate(ctx, model, evaluation, target_class, max_asr, min_accuracy, reference,
          max_accuracy_drop, run_scan, clean, junit, as_json, html_path, output_name, runtime,

@@ -29,22 +29,25 @@ def option_group(name: str, build, entries: list[tuple[str, object]]):
 
 
 # ------------------------------------------------------------------------ images
-def read_image_options(size, layout, scale, mean, std) -> ImageOptions:
+def read_image_options(size, layout, scale, mean, std, input_range=None) -> ImageOptions:
     try:
         parsed = tuple(int(v) for v in size.lower().split("x")) if size else None
         if parsed is not None and (len(parsed) != 2 or min(parsed) < 1):
             raise ValueError
         means = [float(v) for v in mean.split(",")]
         stds = [float(v) for v in std.split(",")]
+        span = [float(v) for v in input_range.split(",")] if input_range else None
+        if span is not None and len(span) % 2:
+            raise ValueError
     except ValueError:
         raise click.UsageError("--size takes HxW (positive), --mean and --std "
-                               "comma-separated numbers") from None
+                               "comma-separated numbers, --input-range pairs low,high") from None
     if any(s == 0 for s in stds):
         raise click.UsageError("--std values must not be zero")
-    return ImageOptions(parsed, layout, scale, means, stds)
+    return ImageOptions(parsed, layout, scale, means, stds, span)
 
 
-image_options = option_group("images", read_image_options, [
+image_options_entries = [
     ("size", click.option("--size", default=None,
                           help="Resize images to HxW (default: model's).")),
     ("layout", click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW",
@@ -56,6 +59,18 @@ image_options = option_group("images", read_image_options, [
                           help="Per-channel mean to subtract after scaling, comma separated.")),
     ("std", click.option("--std", default="1", show_default=True,
                          help="Per-channel std to divide by after the mean, comma separated.")),
+]
+image_options = option_group("images", read_image_options, image_options_entries)
+
+# the commands that reconstruct triggers also take the input's valid range
+search_image_options = option_group("images", read_image_options, [
+    *image_options_entries,
+    ("input_range", click.option(
+        "--input-range", default=None,
+        help="Valid range of the model's input, in its own scale, for reconstructed "
+             "triggers: LOW,HIGH, or one pair per channel (default: from --scale/--mean/--std "
+             "for image folders, from scale and offset for 8-bit .npz, else the clean "
+             "samples' own range).")),
 ])
 
 

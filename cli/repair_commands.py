@@ -17,7 +17,7 @@ from onnx_bdfix.repair import RepairConfig, repair_model
 from .options import (
     device_option,
     distinct_outputs,
-    image_options,
+    search_image_options,
     output_option,
     runtime_options,
 )
@@ -50,7 +50,7 @@ from .progress import progress_display
               help="Held-out attack success an edit must reach. With a known trigger, "
                    "when no edit within --max-clean-drop reaches it, nothing is written "
                    "and the exit code is 1.")
-@image_options
+@search_image_options
 def repair(model, clean, out, trigger, triggered, layers, target_class, no_repair_step,
            output_name, report, runtime, eps, max_clean_drop, max_asr, images):
     """Repair MODEL; write and verify the repaired model at OUT.

@@ -69,8 +69,13 @@ class Domain:
         return np.where(cells > 0, self.high[:, None, None], self.low[:, None, None])
 
 
-def domain(geo: Geometry, probe: np.ndarray) -> Domain:
-    """Per-channel minimum and maximum of the probe samples."""
+def domain(geo: Geometry, probe: np.ndarray, known: tuple | None = None) -> Domain:
+    """Per channel, the range the input can take: ``known`` (low, high), numbers or arrays
+    broadcasting to one sample, where the data states it (:meth:`Dataset.input_range`);
+    else the minimum and maximum of the probe samples."""
+    if known is not None:
+        low, high = (geo.to_image(np.asarray(end, np.float64)) for end in known)
+        return Domain(low.min(axis=(1, 2)), high.max(axis=(1, 2)))
     images = np.stack([geo.to_image(sample) for sample in probe])      # (N, C, H, W)
     return Domain(images.min(axis=(0, 2, 3)).astype(np.float64),
                   images.max(axis=(0, 2, 3)).astype(np.float64))

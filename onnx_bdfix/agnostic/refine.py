@@ -7,7 +7,7 @@ import numpy as np
 from ..data import Trigger
 from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
-from .geometry import blend, domain, geometry
+from .geometry import Domain, blend, domain, geometry
 from .nes import nes_step
 
 BLEND_STEPS = 30          # ascent steps
@@ -17,7 +17,8 @@ BLEND_STEP = 0.05         # largest change of one pixel per step, relative to th
 
 
 def refine_blend(runner: Runner, output: str, probe: np.ndarray, trigger: Trigger,
-                 target: int, level: float, seed: int = 0) -> Trigger:
+                 target: int, level: float, seed: int = 0, span: Domain | None = None
+                 ) -> Trigger:
     """A blend's noise pattern pushed toward what the backdoor responds to most.
 
     A natural-evolution-strategy ascent (antithetic Gaussian perturbations, ONNX Runtime
@@ -25,10 +26,11 @@ def refine_blend(runner: Runner, output: str, probe: np.ndarray, trigger: Trigge
     at half the blend ratio, where the backdoor does not yet answer every sample, so the
     probabilities still move. The refined pattern is returned at the weakest ratio that still
     sends ``level`` of those samples to the target: the smallest trigger of its kind, as close
-    to the backdoor's own boundary as the search gets.
+    to the backdoor's own boundary as the search gets. ``span``: the input range the
+    pattern stays in (default: the probe's own, per channel).
     """
     geo = geometry(probe.shape[1:])
-    span = domain(geo, probe)
+    span = span or domain(geo, probe)
     grey = geo.channels == 1
     low = span.low[0] if grey else span.low[:, None, None]             # () or (C, 1, 1)
     high = span.high[0] if grey else span.high[:, None, None]

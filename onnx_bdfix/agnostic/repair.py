@@ -66,7 +66,7 @@ def _refined(scanned: ScanResult, clean: Dataset, found: Found, triggers: list[T
     scan's own session."""
     probe = clean.head(PROBE).x
     return [refine_blend(scanned.runner, scanned.output, probe, trigger, found.target, level,
-                         seed)
+                         seed, scanned.span)
             if _whole_image_blend(trigger) else trigger
             for seed, trigger in enumerate(triggers)]
 

@@ -21,6 +21,7 @@ from ..data import Dataset
 from ..errors import DataError
 from ..model import as_loaded, model_input, score_output
 from ..model.runtime import open_runner
+from .geometry import Domain, domain, geometry
 from .search import BUDGET, Found, Spent, search
 
 # flip rate that marks a class as a backdoor target, chosen on the zoo's tune seeds: the
@@ -43,6 +44,7 @@ class ScanResult:
     runner: object = field(default=None, repr=False)   # the session it ran, for reuse
     output: str = ""                                   # the class-score tensor it read
     evaluations: Spent = field(default_factory=Spent)  # image evaluations it made
+    span: Domain | None = None                         # the input range triggers kept to
 
     @property
     def suspicious(self) -> bool:
@@ -58,6 +60,8 @@ class ScanResult:
         return {"verdict": self.verdict, "suspected_class": self.suspected_class,
                 "threshold": self.threshold, "classes": self.classes,
                 "evidence": self.evidence, "provider": self.provider,
+                "input_range": None if self.span is None else
+                {"low": self.span.low.tolist(), "high": self.span.high.tolist()},
                 "evaluations": self.evaluations.as_dict()}
 
 
@@ -87,7 +91,8 @@ def scan_model(model, clean: Dataset, output: str | None = None, device: str = "
                         f"{' (--probe)' if probe < len(clean) else ''}; give 64 or more")
     runner = open_runner(proto, device)
     probe_x = clean.head(probe).x
-    found, spent = search(runner, name, probe_x, budget=budget)
+    span = domain(geometry(probe_x.shape[1:]), probe_x, clean.input_range())
+    found, spent = search(runner, name, probe_x, budget=budget, span=span)
     top = max(found, key=lambda f: f.flip_rate)
     suspicious = top.flip_rate >= ALARM
     anomaly = anomaly_indices([f.flip_rate for f in found])
@@ -103,4 +108,4 @@ def scan_model(model, clean: Dataset, output: str | None = None, device: str = "
                   if row.key_of]
     return ScanResult("suspicious" if suspicious else "clean",
                       top.target if suspicious else None, ALARM, classes, layers,
-                      runner.provider, found, runner, name, spent)
+                      runner.provider, found, runner, name, evaluations=spent, span=span)

@@ -78,13 +78,14 @@ class Spent:
 
 
 def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
-           budget: int = BUDGET) -> tuple[list[Found], Spent]:
+           budget: int = BUDGET, span: Domain | None = None) -> tuple[list[Found], Spent]:
     """The best trigger per class over every family, patches refined by local search, then
-    blends optimized per class with what is left of ``budget`` image evaluations."""
+    blends optimized per class with what is left of ``budget`` image evaluations; every
+    trigger inside ``span`` (default: the probe's own range per channel)."""
     base = scores(runner, probe, output, len(probe)).argmax(1)
     n_classes = int(scores(runner, probe[:1], output, 1).shape[1])
     geo = geometry(probe.shape[1:])
-    span = domain(geo, probe)
+    span = span or domain(geo, probe)
     spent = Spent()
     best: dict[int, Found] = {}
     pulled: dict[int, tuple] = {}      # class -> (pull, params, trigger): the patch that

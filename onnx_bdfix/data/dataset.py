@@ -29,6 +29,20 @@ class Dataset:
     source: str
     scale: float | np.ndarray = 1.0      # a number, or an array broadcasting to one sample
     offset: float | np.ndarray = 0.0
+    value_range: tuple | None = None     # (low, high) a valid input can take, in the model's
+    #                                      scale: numbers or arrays broadcasting to a sample
+
+    def input_range(self) -> tuple | None:
+        """(low, high) the model's input can take, where the data says: as set (an image
+        folder's pixel range through --scale/--mean/--std, or --input-range), else the range
+        of 8-bit samples through their scale and offset; None when only the values tell."""
+        if self.value_range is not None:
+            return self.value_range
+        if self.raw.dtype == np.uint8:
+            scale, offset = np.asarray(self.scale), np.asarray(self.offset)
+            ends = (offset, 255 * scale + offset)
+            return np.minimum(*ends), np.maximum(*ends)
+        return None
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -42,7 +56,7 @@ class Dataset:
         """The first ``count`` samples (a view: nothing is copied)."""
         labels = None if self.y is None else self.y[:count]
         return Dataset(self.raw[:count], labels, self.sha256, self.source, self.scale,
-                       self.offset)
+                       self.offset, self.value_range)
 
     def rows(self, order: np.ndarray | None = None, trigger=None) -> "Rows":
         return Rows(self.raw, self.scale, self.offset, order, trigger)
@@ -81,11 +95,35 @@ def load_data(path: str | Path, model, images: ImageOptions | None = None,
     spec = model if isinstance(model, InputInfo) else model_input(model)
     path = existing(path, what, DataError, folder_ok=True)
     if path.is_dir():
-        dataset = Dataset(*load_image_folder(path, spec, images or ImageOptions()), str(path))
+        options = images or ImageOptions()
+        dataset = Dataset(*load_image_folder(path, spec, options), str(path),
+                          value_range=options.value_range(spec))
     else:
         dataset = load_npz(path, what)
     check_against_input(dataset, spec, what)
+    if images is not None and images.input_range:
+        dataset.value_range = stated_range(images.input_range, dataset.raw.shape[1:])
     return dataset
+
+
+def stated_range(values: list[float], sample_shape: tuple) -> tuple:
+    """--input-range ``low,high`` (every channel), or one pair per channel, as (low, high)
+    arrays broadcasting to one sample: per channel along the first axis of that many
+    entries, else the last."""
+    pairs = np.asarray(values, np.float32).reshape(-1, 2)              # (channels, 2)
+    if len(pairs) > 1:
+        shape = [1] * len(sample_shape)
+        axes = [i for i in (0, len(sample_shape) - 1) if sample_shape[i] == len(pairs)]
+        if not axes:
+            raise DataError(f"--input-range gives {len(pairs)} pairs; samples shaped "
+                            f"{tuple(sample_shape)} have no axis of that many channels")
+        shape[axes[0]] = len(pairs)
+        pairs = pairs.reshape(*shape, 2)
+    low, high = pairs[..., 0], pairs[..., 1]
+    if (high <= low).any():
+        raise DataError("--input-range: each high must be above its low")
+    return (low.reshape(()) if low.size == 1 else low), \
+        (high.reshape(()) if high.size == 1 else high)
 
 
 def load_npz(path: Path, what: str = "data") -> Dataset:

@@ -23,6 +23,18 @@ class ImageOptions:
     scale: float = 1.0 / 255.0
     mean: list[float] = field(default_factory=lambda: [0.0])
     std: list[float] = field(default_factory=lambda: [1.0])
+    input_range: list[float] | None = None   # low, high (or one pair per channel): overrides
+
+    def value_range(self, model_input: InputInfo) -> tuple:
+        """(low, high) per channel, broadcasting to one sample: what pixels 0..255 become
+        through scale, mean and std."""
+        channels = _image_geometry(model_input, self)[0]
+        mean = np.broadcast_to(np.asarray(self.mean, np.float32), (channels,))
+        std = np.broadcast_to(np.asarray(self.std, np.float32), (channels,))
+        ends = ((0 - mean) / std, (255 * self.scale - mean) / std)
+        shape = (channels, 1, 1) if self.layout.upper() == "NCHW" else (1, 1, channels)
+        return (np.minimum(*ends).reshape(shape).astype(np.float32),
+                np.maximum(*ends).reshape(shape).astype(np.float32))
 
 
 def load_image_folder(folder: Path, model_input: InputInfo, options: ImageOptions

@@ -51,6 +51,25 @@ def test_scan_exit_codes():
     assert "verdict: CLEAN" in ok.stdout
 
 
+def test_scan_keeps_every_trigger_inside_a_stated_input_range():
+    folder = FIXTURES / "cnn_clean"
+    done = CliRunner().invoke(main, ["scan", str(folder / "model.onnx"), "--clean",
+                                     str(folder / "clean.npz"), "--probe", "16", "--budget",
+                                     "0", "--json", "--input-range", "0.1,0.6"])
+    assert done.exit_code in (0, 1), done.stderr
+    assert json.loads(done.stdout)["input_range"] == {"low": [pytest.approx(0.1)],
+                                                      "high": [pytest.approx(0.6)]}
+    model = load_model(folder / "model.onnx")
+    clean = load_data(folder / "clean.npz", model).head(16)
+    clean.value_range = (0.1, 0.6)
+    for found in scan_model(model, clean, device="cpu", evidence=False, budget=0).found:
+        for trigger in [found.trigger] + [t for _, t in found.others]:
+            assert trigger.kind in ("blend", "delta")      # no budget: no optimized warp
+            values = trigger.arrays["pattern"] if trigger.kind == "blend" else np.r_[
+                trigger.arrays["clip_min"].ravel(), trigger.arrays["clip_max"].ravel()]
+            assert values.min() >= 0.1 - 1e-6 and values.max() <= 0.6 + 1e-6, trigger.source
+
+
 @pytest.mark.parametrize("name, samples", [("sklearn_mlp_badnets", 300),
                                            ("keras_cnn_blended", 300)])
 def test_agnostic_repair_removes_the_backdoor(name, samples, tmp_path):

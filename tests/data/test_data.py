@@ -43,6 +43,34 @@ def test_npz_with_uint8_and_scale(tmp_path):
     assert data.y.dtype == np.int64
 
 
+def test_the_input_range_comes_from_how_the_data_was_made(tmp_path):
+    """Image folders: pixels 0..255 through --scale/--mean/--std; 8-bit .npz: through its
+    scale and offset; float .npz: unknown (the scan reads the samples' own range)."""
+    write_images(tmp_path / "img", "RGB", [(10, 20, 30)])
+    options = ImageOptions(layout="NHWC", mean=[0.5, 0.4, 0.3], std=[0.25, 0.5, 0.2])
+    low, high = load_data(tmp_path / "img", RGB_NHWC, options).input_range()
+    assert low.shape == high.shape == (1, 1, 3)
+    np.testing.assert_allclose(low.ravel(), [-2.0, -0.8, -1.5], atol=1e-6)
+    np.testing.assert_allclose(high.ravel(), [2.0, 1.2, 3.5], atol=1e-6)
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 1, 6, 5), np.uint8), scale=np.float32(2 / 255),
+             offset=np.float32(-1))
+    np.testing.assert_allclose(load_data(tmp_path / "d.npz", GRAY).input_range(), [-1, 1],
+                               atol=1e-6)
+    np.savez(tmp_path / "f.npz", x=np.zeros((2, 1, 6, 5), np.float32))
+    assert load_data(tmp_path / "f.npz", GRAY).input_range() is None
+
+
+def test_a_stated_input_range_overrides_and_is_checked(tmp_path):
+    np.savez(tmp_path / "f.npz", x=np.zeros((2, 6, 5, 3), np.float32))
+    stated = load_data(tmp_path / "f.npz", RGB_NHWC,
+                       ImageOptions(input_range=[0, 1, -1, 1, -2, 2])).input_range()
+    np.testing.assert_array_equal(stated[0].ravel(), [0, -1, -2])
+    assert stated[1].shape == (1, 1, 3)
+    for wrong, message in (([0, 1, 0, 1], "no axis"), ([1, 0], "above its low")):
+        with pytest.raises(DataError, match=message):
+            load_data(tmp_path / "f.npz", RGB_NHWC, ImageOptions(input_range=wrong))
+
+
 @pytest.mark.parametrize("arrays, message", [
     ({"x": np.zeros((4, 1, 5, 6), np.float32)}, "takes 1x6x5"),
     ({"x": np.zeros((4, 6, 5, 1), np.float32)}, "takes 1x6x5"),
