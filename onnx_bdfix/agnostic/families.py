@@ -23,6 +23,7 @@ from .geometry import Domain, Geometry, blend, made, patch
 NOISE_SEEDS = tuple(range(11, 19))
 BLEND_RATIOS = (0.15, 0.25)
 COLOURINGS = 8          # random colourings per position, colour input
+COLOUR_SIZE = 1.5       # their side, over the menu patch's
 COLOUR_PROBE = 16       # probe samples a random colouring is scored on
 WAVE_FREQUENCIES = (3, 4, 5, 6, 7, 8, 10)
 WAVE_AMPLITUDES = (0.08, 0.15)
@@ -32,10 +33,11 @@ def patch_side(geo: Geometry) -> int:
     return max(2, round(min(geo.height, geo.width) / 9))
 
 
-def positions(geo: Geometry) -> Iterator[tuple[int, int]]:
-    """(top, left) of every menu patch: a grid at half the patch side."""
-    size = patch_side(geo)
-    step = max(1, size // 2)
+def positions(geo: Geometry, size: int | None = None) -> Iterator[tuple[int, int]]:
+    """(top, left) of every menu patch (of side ``size``, default the menu's): a grid at
+    half the menu patch's side."""
+    step = max(1, patch_side(geo) // 2)
+    size = size or patch_side(geo)
     for top in range(0, geo.height - size + 1, step):
         for left in range(0, geo.width - size + 1, step):
             yield top, left
@@ -60,15 +62,15 @@ def colour_patch_triggers(geo: Geometry, span: Domain, seed: int = 0
     if geo.channels == 1:
         return
     rng = np.random.default_rng(seed)
-    size = patch_side(geo)
-    for top, left in positions(geo):
+    size = round(COLOUR_SIZE * patch_side(geo))
+    for top, left in positions(geo, size):
         for _ in range(COLOURINGS):
             yield _patch_entry(geo, span, top, left,
                                rng.integers(0, 2, (geo.channels, size, size)), "colour")
 
 
 def _patch_entry(geo, span, top, left, cells_on, name) -> tuple[dict, Trigger]:
-    return ({"family": "patch", "top": top, "left": left, "size": patch_side(geo),
+    return ({"family": "patch", "top": top, "left": left, "size": np.shape(cells_on)[-1],
              "cells": cells_on.astype(int).tolist(), "pattern": name},
             patch(geo, top, left, cells_on, span))
 

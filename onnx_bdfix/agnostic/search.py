@@ -20,7 +20,7 @@ from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
 from .families import COLOUR_PROBE, colour_patch_triggers, global_triggers, patch_triggers
 from .geometry import Domain, Geometry, domain, geometry, patch
-from .optimized import optimized_triggers
+from .optimized import FAMILIES, optimized_triggers
 
 REFINE_STEPS = 40
 REFINE_CLASSES = 3    # classes refined by flip rate, and again by pull (a union)
@@ -108,8 +108,9 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
             spent.refine += (REFINE_STEPS * geo.channels + 2) * len(probe)
             _keep_best_found(best, refine(runner, output, probe, base, start, geo, span,
                                           n_classes, np.random.default_rng(seed)))
+    scoring = len(FAMILIES) * n_classes * len(probe)    # each made trigger is scored once
     made, spent.optimized = optimized_triggers(runner, output, probe, base, n_classes, geo,
-                                               span, budget - spent.total, seed)
+                                               span, budget - spent.total - scoring, seed)
     for cls, family, trigger in made:
         spent.optimized[cls] += len(probe)
         rate = flip_rates(runner, output, probe, base, trigger, n_classes)[cls]

@@ -8,7 +8,8 @@ from conftest import FIXTURES, card
 from onnx_bdfix_cli.main import main
 
 from onnx_bdfix.agnostic import agnostic_repair, scan_model
-from onnx_bdfix.agnostic.families import COLOURINGS, colour_patch_triggers, positions
+from onnx_bdfix.agnostic.families import (COLOURINGS, colour_patch_triggers, patch_side,
+                                          positions)
 from onnx_bdfix.agnostic.geometry import Domain, geometry
 from onnx_bdfix.data import load_data, load_trigger
 from onnx_bdfix.evaluation import evaluate
@@ -145,9 +146,11 @@ def test_random_colourings_only_on_colour_input_and_inside_each_channels_range()
     geo = geometry((3, 32, 32))
     span = Domain(np.array([-2.0, -1.5, -1.0]), np.array([2.0, 2.5, 3.0]))
     made = list(colour_patch_triggers(geo, span))
-    assert len(made) == COLOURINGS * len(list(positions(geo)))
+    size = made[0][0]["size"]
+    assert size > patch_side(geo)                    # larger than the menu's own patches
+    assert len(made) == COLOURINGS * len(list(positions(geo, size)))
     cells = np.array([params["cells"] for params, _ in made])     # (K, C, size, size)
-    assert cells.shape[1] == 3 and 0 < cells.mean() < 1
+    assert cells.shape[1:] == (3, size, size) and 0 < cells.mean() < 1
     assert not (cells == cells[:, :1]).all()                       # channels differ
     pattern = made[0][1].arrays["pattern"]                          # (C, H, W)
     for channel in range(3):
