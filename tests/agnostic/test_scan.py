@@ -90,6 +90,21 @@ def test_agnostic_repair_removes_the_backdoor(name, samples, tmp_path):
     assert before.clean_accuracy - after.clean_accuracy <= 0.02
 
 
+def test_a_model_called_clean_is_hardened_within_the_bound_on_changed_answers(tmp_path):
+    """The clean fixture: the repair holds the share of held-out answers an edit changes
+    to --max-clean-drop, and the written model loses at most a point on unseen samples."""
+    folder = FIXTURES / "cnn_clean"
+    spec, clean = pool("cnn_clean", 300)
+    report, found = agnostic_repair(folder / "model.onnx", clean, tmp_path / "o.onnx",
+                                    RepairConfig(device="cpu"))
+    assert not found.suspicious and report.config["bound_changed_answers"]
+    assert not report.chosen or report.chosen_figures["agreement"] >= 0.99 - 1e-9
+    held_out = load_data(folder / "eval.npz", spec)
+    accuracy = [evaluate(path, held_out, None, 0, device="cpu").quality.clean_accuracy
+                for path in (folder / "model.onnx", tmp_path / "o.onnx")]
+    assert accuracy[0] - accuracy[1] <= 0.01
+
+
 @pytest.mark.parametrize("shape, layout", [((1, 28, 28), "CHW"), ((28, 28, 3), "HWC"),
                                            ((784,), "flat")])
 def test_geometry(shape, layout):
