@@ -143,14 +143,23 @@ def scan_section(cards: dict, results: dict) -> list[str]:
     return lines
 
 
+HELD_FAMILIES = ("badnets", "blended-noise", "blended-image", "sig", "lf")   # issue 12's ≥ 90 %
+GROUPS = {"tune": lambda c: c["split"] == "tune", "check": lambda c: c["split"] == "check",
+          "all": lambda c: True,
+          "BadNets, Blended, SIG, LF (and clean)":
+              lambda c: c["attack"] in (None, *HELD_FAMILIES),
+          "WaNet, Input-aware, SSBA, TrojanNN": lambda c: c["attack"] not in HELD_FAMILIES}
+
+
 def verdict_rates(cards: dict, rows: list, results: dict) -> list[str]:
-    """Detection (suspicious, naming the true target) and false alarms, per split: the
-    defaults may be tuned on the tune seeds only; the check seeds say how they carry over."""
-    lines = ["| split | backdoored | detected (right class) | named a wrong class | "
+    """Detection (suspicious, naming the true target) and false alarms, per split (the
+    defaults may be tuned on the tune seeds only; the check seeds say how they carry over)
+    and per family group."""
+    lines = ["| models | backdoored | detected (right class) | named a wrong class | "
              "clean models | false alarms | image evaluations (mean) |",
              "|---|---|---|---|---|---|---|"]
-    for split in ("tune", "check", "all"):
-        chosen = [(card, r) for card, r in rows if split in ("all", card["split"])]
+    for split, keep in GROUPS.items():
+        chosen = [(card, r) for card, r in rows if keep(card)]
         bad = [(c, r) for c, r in chosen
                if c["backdoored"] and took(c, results.get((c["name"], "before")))]
         good = [(c, r) for c, r in chosen if not c["backdoored"]]
@@ -217,7 +226,19 @@ DEFENSES = [("onnx-bdfix, trigger known", "known_0", 100),
 
 def defenses_section(cards: dict, results: dict) -> list[str]:
     """Each defense's mean clean accuracy, attack success and time over the backdoored
-    models it ran on (a failed run counts with the model's figures before defense)."""
+    models it ran on (a failed run counts with the model's figures before defense); then
+    the same over the models every defense ran on, where the means compare."""
+    lines = defense_rows(cards, results)
+    common = [n for n, c in cards.items() if took(c, results.get((n, "before")))
+              and all((n, run) in results for _, run, _ in DEFENSES)]
+    if common:
+        lines += ["", f"The same, over the {len(common)} backdoored models every defense ran "
+                  f"on ({', '.join(common)}):", ""]
+        lines += defense_rows({n: cards[n] for n in common}, results)
+    return lines
+
+
+def defense_rows(cards: dict, results: dict) -> list[str]:
     lines = ["| defense | clean samples | models | CA before → after (mean) | "
              "ASR before → after (mean) | worst ASR after | seconds (mean) | failed |",
              "|---|---|---|---|---|---|---|---|"]
