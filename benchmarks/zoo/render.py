@@ -148,7 +148,8 @@ GROUPS = {"tune": lambda c: c["split"] == "tune", "check": lambda c: c["split"] 
           "all": lambda c: True,
           "BadNets, Blended, SIG, LF (and clean)":
               lambda c: c["attack"] in (None, *HELD_FAMILIES),
-          "WaNet, Input-aware, SSBA, TrojanNN": lambda c: c["attack"] not in HELD_FAMILIES}
+          "WaNet, Input-aware, SSBA, TrojanNN":
+              lambda c: c["attack"] is not None and c["attack"] not in HELD_FAMILIES}
 
 
 def verdict_rates(cards: dict, rows: list, results: dict) -> list[str]:
