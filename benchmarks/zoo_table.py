@@ -91,17 +91,17 @@ def forget_rebuilt(results: dict, cards: dict) -> None:
                 del results[key]
 
 
-def plan(slices: int, agnostic: bool, known: bool = True
+def plan(slices: int, agnostic: bool, known: bool = True, sizes=(100, 500)
          ) -> list[tuple[str, bool, int, int]]:
     """(run name, known trigger, pool start, samples) for one model."""
     steps = [(f"known_{k}", True, 100 * k, 100) for k in range(slices)] if known else []
     if agnostic:
-        steps += [("agnostic_100", False, 0, 100), ("agnostic_500", False, 0, 500)]
+        steps += [(f"agnostic_{size}", False, 0, size) for size in sizes]
     return steps
 
 
 def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
-              agnostic: bool, known: bool = True) -> None:
+              agnostic: bool, known: bool = True, sizes=(100, 500)) -> None:
     name, model = folder.name, folder / "model.onnx"
     if (name, "before") not in results:
         record(path, results, name, "before", {
@@ -113,7 +113,7 @@ def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
         record(path, results, name, "scan", {**runs.scan(model, folder),
                                              "code": run_code("scan")})
     with tempfile.TemporaryDirectory() as work:
-        for run, given, start, count in plan(slices, agnostic, known):
+        for run, given, start, count in plan(slices, agnostic, known, sizes):
             if (name, run) not in results:
                 record(path, results, name, run, {
                     **runs.repair(model, folder, card, Path(work), start, count, given),
@@ -128,6 +128,8 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=5,
                         help="disjoint 100-sample slices for the known-trigger repair")
     parser.add_argument("--no-agnostic", action="store_true")
+    parser.add_argument("--agnostic-samples", default="100,500",
+                        help="clean-sample counts of the trigger-agnostic runs")
     parser.add_argument("--no-known", action="store_true",
                         help="skip the known-trigger repairs (scan and before figures only)")
     parser.add_argument("--render-only", action="store_true",
@@ -150,7 +152,8 @@ def main() -> None:
         if spec.name in cards:
             if not args.render_only:
                 run_model(cache / spec.name, cards[spec.name], results, path, args.slices,
-                          not args.no_agnostic, not args.no_known)
+                          not args.no_agnostic, not args.no_known,
+                          tuple(int(n) for n in args.agnostic_samples.split(",")))
     page = render(cards, results, args.slices, len(ZOO))
     Path(args.out).write_text(page + f"\nCode measured: onnx_bdfix/ and cli/ digest "
                               f"`{run_code('scan')}` (known-trigger runs: "
