@@ -237,10 +237,10 @@ def main() -> None:
     args = parser.parse_args()
     cache = cache_dir(args.cache)
     results = load_results(cache / RESULTS)
-    wanted = set(filter(None, args.only.split(",")))
-    for spec in ZOO:
+    wanted = list(filter(None, args.only.split(",")))    # in the order given
+    for spec in [BY_NAME[name] for name in wanted] if wanted else ZOO:
         folder = cache / spec.name
-        if not (folder / "card.json").is_file() or (wanted and spec.name not in wanted):
+        if not (folder / "card.json").is_file():
             continue
         scored = None
         for defense in args.defenses.split(","):

@@ -236,6 +236,35 @@ def defenses_section(cards: dict, results: dict) -> list[str]:
         lines += ["", f"The same, over the {len(common)} backdoored models every defense ran "
                   f"on ({', '.join(common)}):", ""]
         lines += defense_rows({n: cards[n] for n in common}, results)
+    return lines + ["", "Per model, clean accuracy / attack success after each defense "
+                    "(– not run; a failed or refused run shows the model before defense, "
+                    "marked ✗):", ""] + per_model_defenses(cards, results)
+
+
+def defended(results: dict, name: str, run: str) -> str:
+    """'CA / ASR' after one defense on one model."""
+    done = results.get((name, run))
+    if done is None:
+        return "–"
+    failed = bool(done.get("exit")) or "error" in done.get("after", {})
+    after = results[(name, "before")] if failed else done["after"]
+    return f"{pct(after[KEYS[0]])} / {pct(after[KEYS[1]])}" + (" ✗" if failed else "")
+
+
+def per_model_defenses(cards: dict, results: dict) -> list[str]:
+    """One row per backdoored model whose attack took, one column per defense."""
+    runs = [(label, run, samples) for label, run, samples in DEFENSES
+            if any((n, run) in results for n in cards)]
+    lines = ["| model | attack | before | " +
+             " | ".join(f"{label} ({samples})" for label, _, samples in runs) + " |",
+             "|---|---|---|" + "---|" * len(runs)]
+    for name, card in cards.items():
+        before = results.get((name, "before"))
+        if not took(card, before):
+            continue
+        lines.append(f"| {name} | {card['attack']} | {pct(before[KEYS[0]])} / "
+                     f"{pct(before[KEYS[1]])} | " +
+                     " | ".join(defended(results, name, run) for _, run, _ in runs) + " |")
     return lines
 
 
