@@ -236,7 +236,10 @@ def defenses_section(cards: dict, results: dict) -> list[str]:
         lines += ["", f"The same, over the {len(common)} backdoored models every defense ran "
                   f"on ({', '.join(common)}):", ""]
         lines += defense_rows({n: cards[n] for n in common}, results)
-    return lines + ["", "Per model, clean accuracy / attack success after each defense "
+    return lines + ["", "Per attack (BackdoorBench's shape), mean clean accuracy / attack "
+                    "success after each defense over the backdoored models it ran on:", ""] + \
+        per_attack_defenses(cards, results) + \
+        ["", "Per model, clean accuracy / attack success after each defense "
                     "(– not run; a failed or refused run shows the model before defense, "
                     "marked ✗):", ""] + per_model_defenses(cards, results)
 
@@ -247,8 +250,41 @@ def defended(results: dict, name: str, run: str) -> str:
     if done is None:
         return "–"
     failed = bool(done.get("exit")) or "error" in done.get("after", {})
-    after = results[(name, "before")] if failed else done["after"]
-    return f"{pct(after[KEYS[0]])} / {pct(after[KEYS[1]])}" + (" ✗" if failed else "")
+    return mean_pair([after_defense(results, name, run)]) + (" ✗" if failed else "")
+
+
+def per_attack_defenses(cards: dict, results: dict) -> list[str]:
+    """One row per attack, one column per defense: mean 'CA / ASR' after it."""
+    runs = [(label, run, samples) for label, run, samples in DEFENSES
+            if any((n, run) in results for n in cards)]
+    by_attack = defaultdict(list)
+    for name, card in cards.items():
+        if took(card, results.get((name, "before"))):
+            by_attack[card["attack"]].append(name)
+    lines = ["| attack | models | before | " +
+             " | ".join(f"{label} ({samples})" for label, _, samples in runs) + " |",
+             "|---|---|---|" + "---|" * len(runs)]
+    for attack, names in by_attack.items():
+        befores = [results[(n, "before")] for n in names]
+        cells = []
+        for _, run, _ in runs:
+            afters = [after_defense(results, n, run) for n in names if (n, run) in results]
+            cells.append(f"{mean_pair(afters)} ({len(afters)})" if afters else "–")
+        lines.append(f"| {attack} | {len(names)} | {mean_pair(befores)} | " +
+                     " | ".join(cells) + " |")
+    return lines
+
+
+def after_defense(results: dict, name: str, run: str) -> dict:
+    """Figures after a defense; a failed or refused run leaves the model as it was."""
+    done = results[(name, run)]
+    failed = bool(done.get("exit")) or "error" in done.get("after", {})
+    return results[(name, "before")] if failed else done["after"]
+
+
+def mean_pair(figures: list[dict]) -> str:
+    return f"{pct(np.mean([f[KEYS[0]] for f in figures]))} / " \
+           f"{pct(np.mean([f[KEYS[1]] for f in figures]))}"
 
 
 def per_model_defenses(cards: dict, results: dict) -> list[str]:

@@ -1,7 +1,9 @@
 """Editable layers as key -> value memories: y = W k + b.
 
 For each supported op this module finds the weight matrix W (groups, m, d), with an exact
-inverse back to the initializer; :mod:`.keys` turns the layer's input into keys.
+inverse back to the initializer; :mod:`.keys` turns the layer's input into keys. A MatMul
+whose weight comes through a Transpose of a constant (exporters write a linear layer's
+(out, in) weight that way) is edited through that constant.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class Layer:
     attrs: dict = field(default_factory=dict)
     merge_skip: str = ""     # the other input of the residual Add the output flows into
     merge: bool = False      # edit it to answer for that bypass too (a merge edit)
+    transposed: bool = False  # MatMul: B is Transpose(weight), the weight stored (m, d)
 
     def with_bypass(self) -> "Layer":
         """The same layer as a merge edit: it also makes up for what its bypass carries."""
@@ -45,8 +48,9 @@ class Layer:
         shape = "x".join(map(str, self.weight_shape))
         extra = f", then {self.followed_by}" if self.followed_by else ""
         groups = f", {self.groups} groups" if self.groups > 1 else ""
-        return f"{self.op} {self.name}: W {shape} ({self.weight_dtype}), key d={self.key_dim}, " \
-               f"m={self.out_dim}{groups}{extra}"
+        stored = ", through a Transpose" if self.transposed else ""
+        return f"{self.op} {self.name}: W {shape} ({self.weight_dtype}{stored}), " \
+               f"key d={self.key_dim}, m={self.out_dim}{groups}{extra}"
 
 
 def find_layers(model) -> list[Layer]:
@@ -56,7 +60,7 @@ def find_layers(model) -> list[Layer]:
     inits, users = graph.initializers, graph.consumers
     found, taken = [], set()
     for index, node in enumerate(graph.graph.node):
-        layer = _as_layer(node, index, inits)
+        layer = _as_layer(node, index, inits, graph.producers, users)
         if layer is not None:
             if layer.name in taken:                       # node names need not be unique
                 layer.name = f"{layer.name}_{index}"
@@ -69,12 +73,16 @@ def find_layers(model) -> list[Layer]:
     return found
 
 
-def _as_layer(node: onnx.NodeProto, index: int, inits: dict) -> Layer | None:
+def _as_layer(node: onnx.NodeProto, index: int, inits: dict, producers: dict,
+              users: dict) -> Layer | None:
     if node.op_type not in EDITABLE_OPS or node.domain not in ("", "ai.onnx"):
         return None
-    if len(node.input) < 2 or node.input[1] not in inits or node.input[0] in inits:
+    if len(node.input) < 2 or node.input[0] in inits:
         return None
-    weight = inits[node.input[1]]
+    transposed = _transposed_constant(node, inits, producers, users)
+    if node.input[1] not in inits and not transposed:
+        return None
+    weight = inits[transposed or node.input[1]]
     dtype = helper.tensor_dtype_to_np_dtype(weight.data_type)
     if not np.issubdtype(dtype, np.floating):
         return None
@@ -95,7 +103,25 @@ def _as_layer(node: onnx.NodeProto, index: int, inits: dict) -> Layer | None:
     if node.op_type == "Gemm":
         d, m = (shape[1], shape[0]) if attrs.get("transB", 0) else shape
         return Layer(groups=1, key_dim=d, out_dim=m, **common)
+    if transposed:
+        return Layer(groups=1, key_dim=shape[1], out_dim=shape[0], transposed=True, **common)
     return Layer(groups=1, key_dim=shape[0], out_dim=shape[1], **common)
+
+
+def _transposed_constant(node: onnx.NodeProto, inits: dict, producers: dict,
+                         users: dict) -> str:
+    """The constant a MatMul's B is the 2-D transpose of, when that Transpose feeds this
+    node alone (an edit of the constant then changes nothing else); else ''."""
+    if node.op_type != "MatMul" or node.input[1] in inits:
+        return ""
+    source = producers.get(node.input[1])
+    if source is None or source.op_type != "Transpose" or source.input[0] not in inits \
+            or len(users.get(source.output[0], [])) != 1:
+        return ""
+    perm = [list(a.ints) for a in source.attribute if a.name == "perm"]
+    if len(inits[source.input[0]].dims) != 2 or perm not in ([], [[1, 0]]):
+        return ""
+    return source.input[0]
 
 
 def _bias(node: onnx.NodeProto, layer: Layer, users: dict, inits: dict) -> str:
@@ -157,6 +183,8 @@ def to_matrices(layer: Layer, weight: np.ndarray) -> np.ndarray:
     if layer.op == "Gemm":
         b_used = weight.T if layer.attrs.get("transB", 0) else weight     # (d, m)
         return (layer.attrs.get("alpha", 1.0) * b_used.T)[None]
+    if layer.transposed:
+        return weight[None]                                  # MatMul, B = Transpose((m, d))
     return weight.T[None]                                                  # MatMul: B is (d, m)
 
 
@@ -169,6 +197,8 @@ def from_matrices(layer: Layer, matrices: np.ndarray) -> np.ndarray:
         b_used = matrices[0].T / layer.attrs.get("alpha", 1.0)           # (d, m)
         weight = b_used.T if layer.attrs.get("transB", 0) else b_used
         return np.ascontiguousarray(weight).astype(dtype)
+    if layer.transposed:
+        return np.ascontiguousarray(matrices[0]).astype(dtype)
     return np.ascontiguousarray(matrices[0].T).astype(dtype)
 
 

@@ -101,6 +101,36 @@ def test_matmul_add_keys_times_weight():
     np.testing.assert_allclose(got.reshape(3, 2, 4), expected, rtol=1e-5, atol=1e-5)
 
 
+def transposed_weight_model(weight, second_user=False):
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "wt"], ["y"], name="fc")]
+    outputs = [tensor_info("y", [3, weight.shape[0]])]
+    if second_user:
+        nodes.append(helper.make_node("Identity", ["wt"], ["w_seen"]))
+        outputs.append(tensor_info("w_seen", list(weight.shape[::-1])))
+    return make_model(nodes, [tensor_info("x", [3, weight.shape[1]])], outputs,
+                      [init("w", weight)])
+
+
+def test_matmul_weight_through_a_transpose_is_editable():
+    rng = np.random.default_rng(6)
+    weight = rng.normal(size=(4, 6)).astype(np.float32)       # stored (m, d)
+    model = transposed_weight_model(weight)
+    x = rng.normal(size=(3, 6)).astype(np.float32)
+    (expected,) = run(model, x)
+    (layer,) = find_layers(model)
+    assert (layer.weight, layer.transposed, layer.key_dim, layer.out_dim) == ("w", True, 6, 4)
+    matrices = to_matrices(layer, weight_array(model, layer))  # (1, m, d)
+    np.testing.assert_allclose(keys(layer, x)[0] @ matrices[0].T, expected, rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_array_equal(from_matrices(layer, matrices), weight)
+
+
+def test_a_transposed_weight_used_elsewhere_is_not_editable():
+    weight = np.ones((4, 6), np.float32)
+    assert find_layers(transposed_weight_model(weight, second_user=True)) == []
+
+
 def test_conv_then_batchnorm_is_listed_with_its_follower():
     rng = np.random.default_rng(5)
     channels = 3

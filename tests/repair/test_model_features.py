@@ -135,6 +135,17 @@ def gemm_trans_a(weights):
                          init("b2", b2)], [logits_out()])
 
 
+def transposed_weights(weights):
+    """Both layers' weights stored (out, in) and read through a Transpose, as some exporters
+    write a linear layer."""
+    w1, b1, w2, b2 = weights
+    nodes = [helper.make_node("Transpose", [f"{name}_stored"], [name], perm=[1, 0],
+                              name=f"{name}_transpose") for name in ("w1", "w2")]
+    return graph(nodes + mlp_nodes(), [init("w1_stored", w1.T.copy()), init("b1", b1),
+                                       init("w2_stored", w2.T.copy()), init("b2", b2)],
+                 [logits_out()])
+
+
 def inits_as_inputs(weights):
     inits = mlp_inits(weights)
     inputs = [tensor_info("x", ["N", 64])] + [
@@ -194,14 +205,27 @@ def dtypes(path) -> dict:
     return {t.name: t.data_type for t in onnx.load(str(path)).graph.initializer}
 
 
-@pytest.mark.parametrize("build", [fp16, gemm_trans_a, inits_as_inputs, several_outputs],
-                         ids=["fp16", "gemm-transA", "inits-as-inputs", "several-outputs"])
+@pytest.mark.parametrize("build", [fp16, gemm_trans_a, inits_as_inputs, several_outputs,
+                                   transposed_weights],
+                         ids=["fp16", "gemm-transA", "inits-as-inputs", "several-outputs",
+                              "transposed-weights"])
 def test_exported_variants_are_repaired(build, backdoor, tmp_path):
     report, figures, original, repaired = repair_and_measure(build(backdoor[0]), backdoor,
                                                              tmp_path)
     assert_repaired(figures)
     assert diff_models(original, repaired).weights_only
     assert dtypes(repaired) == dtypes(original)
+
+
+def test_a_weight_behind_a_transpose_is_edited_where_it_is_stored(backdoor, tmp_path):
+    report, figures, original, repaired = repair_and_measure(
+        transposed_weights(backdoor[0]), backdoor, tmp_path)
+    assert_repaired(figures)
+    difference = diff_models(original, repaired)
+    changed = {c.name for c in difference.initializers}
+    assert difference.weights_only and changed & {"w1_stored", "w2_stored"}
+    assert changed <= {"w1_stored", "w2_stored", "b1", "b2"}
+    assert report.layers[0]["name"] in ("fc1", "fc2")
 
 
 def test_fp16_weights_stay_fp16(backdoor, tmp_path):
