@@ -2,8 +2,9 @@
 
 - patches: small squares (about 1/9 of the side) at a grid of positions, white, black or
   checkered; on colour input, instead of the checkers, a few random colourings (one bit per
-  channel and cell) at each position, scored on a smaller probe (:data:`COLOUR_PROBE`) for
-  how much they pull each class: a multi-colour patch (TrojanNN's optimized one, a BadNets
+  channel and cell, on a square 1.5 times the menu patch's side: :data:`COLOUR_SIZE`) at
+  each position, scored on a smaller probe (:data:`COLOUR_PROBE`) for how much they pull
+  each class: a multi-colour patch (TrojanNN's optimized one, a BadNets
   patch whose channels differ) answers to no single colour, but partly to random ones in
   its place (measured on vgg11_trojannn: 32 random colourings at its position pulled its
   target to 0.31–0.46, while every white, black or checkered patch anywhere pulled it at
