@@ -16,12 +16,14 @@ Per model, through the installed `onnx-bdfix` command:
 Results are kept in RESULTS (JSON lines) beside the zoo, so a stopped run goes on where it
 stopped; benchmarks/baselines.py adds the training-based defenses to the same file. Each
 onnx-bdfix run records a digest of the code it ran (onnx_bdfix/ and cli/; for a known-trigger
-repair, all but onnx_bdfix/agnostic/, which it never imports); runs made by other code are
-measured again, so the table never mixes two versions of the method.
+repair, all but onnx_bdfix/agnostic/, which it never imports), taken over the syntax trees
+without docstrings, so that an edit of comments, docstrings or layout keeps the results; runs
+made by other code are measured again, so the table never mixes two versions of the method.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import sys
@@ -49,8 +51,24 @@ def code_digest(skip: str = "") -> str:
         if skip and path.is_relative_to(HERE.parent / "onnx_bdfix" / skip):
             continue
         digest.update(str(path.relative_to(HERE.parent)).encode())
-        digest.update(path.read_bytes())
+        digest.update(code_only(path.read_text()).encode())
     return digest.hexdigest()[:16]
+
+
+def code_only(source: str) -> str:
+    """The module's syntax tree without docstrings (comments and layout are not in it)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) \
+                and body and docstring(body[0]):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def docstring(statement: ast.stmt) -> bool:
+    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) \
+        and isinstance(statement.value.value, str)
 
 
 def run_code(run: str) -> str:
