@@ -61,8 +61,9 @@ def print_layers(model, info: dict) -> None:
     click.echo(f"{'#':>3}  {'layer':40} {'op':6} {'weight':16} {'d':>6} {'m':>5}  bypass  after")
     for index, layer in enumerate(info["layers"]):
         bypass = {True: "yes", False: "no", None: "?"}[layer["bypassed"]]
+        weight = layer["weight_shape"] + (" (T)" if layer["weight_transposed"] else "")
         click.echo(f"{index:>3}  {layer['name'][:40]:40} {layer['op']:6} "
-                   f"{layer['weight_shape']:16} {layer['key_dim']:>6} {layer['out_dim']:>5}  "
+                   f"{weight:16} {layer['key_dim']:>6} {layer['out_dim']:>5}  "
                    f"{bypass:6}  {layer['followed_by']}")
 
 
