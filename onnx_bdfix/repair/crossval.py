@@ -72,23 +72,31 @@ def strengths(fit: Fit, config: RepairConfig) -> list[Strength]:
 def cross_validate_all(plan: Plan, fit: Fit, config: RepairConfig) -> list[CandidateResult]:
     """Candidates in order of cost, each stage tried only when none of the earlier ones
     within the clean-cost bound brings held-out attack success to ``config.max_asr``:
-    the plain layer sets at the given strength; the same sets unlearning harder (the rest
-    of ``alpha_grid``); then the merge edits over the whole grid."""
-    def run(sets, grid) -> list[CandidateResult]:
-        return [result for strength in grid for names in sets
-                for result in cross_validate(fit, [plan.by_name[n] for n in names], strength,
-                                             config.score_without_anchor)]
+    the plain layer sets at the given strength, then the same sets unlearning harder (the
+    rest of ``alpha_grid``). The merge edits come after, from a second collect pass
+    (:func:`cross_validate_merges`)."""
     grid = strengths(fit, config)
-    every = strengths(fit, replace(config, alpha=None,
-                                   alpha_grid=tuple(dict.fromkeys((config.alpha or 0.1,
-                                                                   *config.alpha_grid)))))
-    harder = [strength for strength in every if strength not in grid]
-    results = run(plan.sets, grid)
-    for sets, more in ((plan.sets, harder), (plan.stronger, every)):
-        if meeting(results, config) or not config.stronger or not sets or not more:
-            break
-        results += run(sets, more)
+    harder = [strength for strength in every_strength(fit, config) if strength not in grid]
+    results = _run(plan, fit, config, plan.sets, grid)
+    if config.stronger and harder and not meeting(results, config):
+        results += _run(plan, fit, config, plan.sets, harder)
     return results
+
+
+def cross_validate_merges(plan: Plan, fit: Fit, config: RepairConfig) -> list[CandidateResult]:
+    """The merge edits over the whole strength grid (``fit`` must hold their statistics)."""
+    return _run(plan, fit, config, plan.stronger, every_strength(fit, config))
+
+
+def every_strength(fit: Fit, config: RepairConfig) -> list[Strength]:
+    return strengths(fit, replace(config, alpha=None, alpha_grid=tuple(dict.fromkeys(
+        (config.alpha or 0.1, *config.alpha_grid)))))
+
+
+def _run(plan: Plan, fit: Fit, config: RepairConfig, sets, grid) -> list[CandidateResult]:
+    return [result for strength in grid for names in sets
+            for result in cross_validate(fit, [plan.by_name[n] for n in names], strength,
+                                         config.score_without_anchor)]
 
 
 def cross_validate(fit: Fit, layers: list[Layer], strength: Strength,

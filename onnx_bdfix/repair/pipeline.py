@@ -1,6 +1,8 @@
 """Known-trigger repair, end to end, as one plain function of named stages:
 
-    plan → order samples → collect → cross-validate → choose → edit → verify and save → report
+    plan → order samples → collect → cross-validate → (only when the plain edits fall
+    short: collect again with the merge edits, cross-validate them) → choose → edit →
+    verify and save → report
 
 ``choose`` holds the clean cost as a bound: when no edit within ``max_clean_drop`` reaches
 ``max_asr`` on held-out samples, a known-trigger repair raises
@@ -15,6 +17,7 @@ from __future__ import annotations
 import functools
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 
 import onnx
 
@@ -23,7 +26,13 @@ from ..metrics import check_labels, declared_target
 from ..model import as_loaded, save_model
 from ..model.large import copy_proto
 from ..model.runtime import Progress
-from .crossval import CandidateResult, choose, cross_validate_all
+from .crossval import (
+    CandidateResult,
+    choose,
+    cross_validate_all,
+    cross_validate_merges,
+    meeting,
+)
 from .edit import Anchor, edited_model
 from .fit import Fit, Samples, collect_fit, order_samples
 from .patch import set_provenance
@@ -42,7 +51,8 @@ class Clock:
     def __call__(self, stage: str):
         start = time.perf_counter()
         yield
-        self.seconds[stage] = round(time.perf_counter() - start, 3)
+        spent = time.perf_counter() - start          # a stage run twice counts both times
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + spent, 3)
 
 
 def repair_model(model, clean: Dataset, triggered, out_path,
@@ -64,6 +74,14 @@ def repair_model(model, clean: Dataset, triggered, out_path,
         check_labels(clean.y, fit.collected.clean_scores.shape[1], f"labels of {clean.source}")
     with clock("choose"):
         results = cross_validate_all(plan, fit, config)
+    if config.stronger and plan.stronger and not meeting(results, config):
+        with clock("collect"):                    # a second pass, for the merge edits
+            plan = replace(plan, with_stronger=True)
+            fit = collect_fit(plan, samples, config, declared_target(
+                config.target_class, triggered), progress, labels)
+        with clock("choose"):
+            results += cross_validate_merges(plan, fit, config)
+    with clock("choose"):
         chosen = choose(results, config)          # RepairShortfall: nothing is written
     with clock("solve_patch"):
         repaired = apply_choice(plan, fit, chosen, config)

@@ -71,6 +71,7 @@ class Plan:
     order: np.ndarray          # (N,) sample permutation that groups the folds
     bounds: list[int]          # fold f holds rows bounds[f]:bounds[f + 1] of the permuted data
     stronger: list[tuple[str, ...]] = ()   # merge edits, tried when ``sets`` fall short
+    with_stronger: bool = False   # collect for the merge edits too (the second pass)
 
     @property
     def by_name(self) -> dict[str, Layer]:
@@ -78,7 +79,9 @@ class Plan:
 
     @property
     def involved(self) -> list[Layer]:
-        every = [*self.sets, *self.stronger]
+        """The layers whose statistics the collect pass gathers: the plain candidates, and
+        the merge edits only in the second pass (:attr:`with_stronger`)."""
+        every = [*self.sets, *(self.stronger if self.with_stronger else ())]
         return [layer for layer in self.layers if any(layer.name in s for s in every)]
 
     @property
