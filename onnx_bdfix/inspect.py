@@ -21,8 +21,8 @@ def describe_model(model, output: str | None = None) -> dict:
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     layers = [{"name": layer.name, "op": layer.op,
                "weight_shape": "x".join(map(str, layer.weight_shape)),
-               "weight_transposed": layer.transposed, "weight_dtype": layer.weight_dtype, "key_dim": layer.key_dim,
-               "out_dim": layer.out_dim, "groups": layer.groups,
+               "weight_transposed": layer.transposed, "weight_dtype": layer.weight_dtype,
+               "key_dim": layer.key_dim, "out_dim": layer.out_dim, "groups": layer.groups,
                "followed_by": layer.followed_by, "shared_weight": layer.shared_weight,
                "bypassed": None if scores is None else
                index.has_bypass({layer.node_index}, scores),

@@ -252,21 +252,26 @@ def defended(results: dict, name: str, run: str) -> str:
     done = results.get((name, run))
     if done is None:
         return "–"
-    failed = bool(done.get("exit")) or "error" in done.get("after", {})
-    return mean_pair([after_defense(results, name, run)]) + (" ✗" if failed else "")
+    return mean_pair([after_defense(results, name, run)]) + (" ✗" if failed_run(done) else "")
+
+
+def defense_columns(cards: dict, results: dict, first: str) -> tuple[list, list[str]]:
+    """The defenses run on any of ``cards``, and the table's header (``first``, models or
+    attack, then before, then one column each)."""
+    runs = [(label, run, samples) for label, run, samples in DEFENSES
+            if any((n, run) in results for n in cards)]
+    return runs, [f"| {first} | before | " +
+                  " | ".join(f"{label} ({samples})" for label, _, samples in runs) + " |",
+                  "|---|---|---|" + "---|" * len(runs)]
 
 
 def per_attack_defenses(cards: dict, results: dict) -> list[str]:
     """One row per attack, one column per defense: mean 'CA / ASR' after it."""
-    runs = [(label, run, samples) for label, run, samples in DEFENSES
-            if any((n, run) in results for n in cards)]
+    runs, lines = defense_columns(cards, results, "attack | models")
     by_attack = defaultdict(list)
     for name, card in cards.items():
         if took(card, results.get((name, "before"))):
             by_attack[card["attack"]].append(name)
-    lines = ["| attack | models | before | " +
-             " | ".join(f"{label} ({samples})" for label, _, samples in runs) + " |",
-             "|---|---|---|" + "---|" * len(runs)]
     for attack, names in by_attack.items():
         befores = [results[(n, "before")] for n in names]
         cells = []
@@ -278,11 +283,15 @@ def per_attack_defenses(cards: dict, results: dict) -> list[str]:
     return lines
 
 
+def failed_run(done: dict) -> bool:
+    """A defense that failed, or a repair that refused (exit 1, nothing written)."""
+    return bool(done.get("exit")) or "error" in done.get("after", {})
+
+
 def after_defense(results: dict, name: str, run: str) -> dict:
     """Figures after a defense; a failed or refused run leaves the model as it was."""
     done = results[(name, run)]
-    failed = bool(done.get("exit")) or "error" in done.get("after", {})
-    return results[(name, "before")] if failed else done["after"]
+    return results[(name, "before")] if failed_run(done) else done["after"]
 
 
 def mean_pair(figures: list[dict]) -> str:
@@ -292,11 +301,7 @@ def mean_pair(figures: list[dict]) -> str:
 
 def per_model_defenses(cards: dict, results: dict) -> list[str]:
     """One row per backdoored model whose attack took, one column per defense."""
-    runs = [(label, run, samples) for label, run, samples in DEFENSES
-            if any((n, run) in results for n in cards)]
-    lines = ["| model | attack | before | " +
-             " | ".join(f"{label} ({samples})" for label, _, samples in runs) + " |",
-             "|---|---|---|" + "---|" * len(runs)]
+    runs, lines = defense_columns(cards, results, "model | attack")
     for name, card in cards.items():
         before = results.get((name, "before"))
         if not took(card, before):
@@ -312,13 +317,13 @@ def defense_rows(cards: dict, results: dict) -> list[str]:
              "ASR before → after (mean) | worst ASR after | seconds (mean) | failed |",
              "|---|---|---|---|---|---|---|---|"]
     for label, run, samples in DEFENSES:
-        rows = [(results[(n, "before")], results[(n, run)]) for n, c in cards.items()
-                if took(c, results.get((n, "before"))) and (n, run) in results]
-        if not rows:
+        names = [n for n, c in cards.items()
+                 if took(c, results.get((n, "before"))) and (n, run) in results]
+        if not names:
             continue
-        failed = sum(bool(r.get("exit")) or "error" in r.get("after", {}) for _, r in rows)
-        after = [r["after"] if not r.get("exit") and "error" not in r.get("after", {})
-                 else b for b, r in rows]
+        rows = [(results[(n, "before")], results[(n, run)]) for n in names]
+        failed = sum(failed_run(r) for _, r in rows)
+        after = [after_defense(results, n, run) for n in names]
         mean = lambda key, items: float(np.mean([i[key] for i in items]))  # noqa: E731
         before = [b for b, _ in rows]
         lines.append(f"| {label} | {samples} | {len(rows)} | "

@@ -79,10 +79,11 @@ def _as_layer(node: onnx.NodeProto, index: int, inits: dict, producers: dict,
         return None
     if len(node.input) < 2 or node.input[0] in inits:
         return None
-    transposed = _transposed_constant(node, inits, producers, users)
-    if node.input[1] not in inits and not transposed:
+    stored = node.input[1] if node.input[1] in inits else \
+        _transposed_constant(node, inits, producers, users)
+    if not stored:
         return None
-    weight = inits[transposed or node.input[1]]
+    transposed, weight = stored != node.input[1], inits[stored]
     dtype = helper.tensor_dtype_to_np_dtype(weight.data_type)
     if not np.issubdtype(dtype, np.floating):
         return None
@@ -112,7 +113,7 @@ def _transposed_constant(node: onnx.NodeProto, inits: dict, producers: dict,
                          users: dict) -> str:
     """The constant a MatMul's B is the 2-D transpose of, when that Transpose feeds this
     node alone (an edit of the constant then changes nothing else); else ''."""
-    if node.op_type != "MatMul" or node.input[1] in inits:
+    if node.op_type != "MatMul":
         return ""
     source = producers.get(node.input[1])
     if source is None or source.op_type != "Transpose" or source.input[0] not in inits \

@@ -68,17 +68,16 @@ def repair_model(model, clean: Dataset, triggered, out_path,
         plan = make_plan(as_loaded(model), clean, out_path, config)
         samples = order_samples(plan, clean, triggered)
     labels = None if clean.y is None else clean.y[plan.order]        # (N,) fold order
+    declared = declared_target(config.target_class, triggered)
     with clock("collect"):
-        fit = collect_fit(plan, samples, config, declared_target(config.target_class,
-                                                                 triggered), progress, labels)
+        fit = collect_fit(plan, samples, config, declared, progress, labels)
         check_labels(clean.y, fit.collected.clean_scores.shape[1], f"labels of {clean.source}")
     with clock("choose"):
         results = cross_validate_all(plan, fit, config)
     if config.stronger and plan.stronger and not meeting(results, config):
-        with clock("collect"):                    # a second pass, for the merge edits
-            plan = replace(plan, with_stronger=True)
-            fit = collect_fit(plan, samples, config, declared_target(
-                config.target_class, triggered), progress, labels)
+        with clock("collect"):    # a second pass, for the merge edits (and again the plain
+            plan = replace(plan, with_stronger=True)   # ones, so one Fit holds every choice)
+            fit = collect_fit(plan, samples, config, declared, progress, labels)
         with clock("choose"):
             results += cross_validate_merges(plan, fit, config)
     with clock("choose"):
