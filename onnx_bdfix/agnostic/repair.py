@@ -47,7 +47,7 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
     found = result.best(hint)
     level = min(found.flip_rate, STRONG)
     triggers = found.strong(level, most=config.folds)  # one reconstruction per fold
-    if found.params["family"] == "blend":
+    if found.params["family"] in ("blend", "noise blend"):
         triggers = _refined(result, clean, found, triggers, level)
     result.runner = None                 # the repair opens its own sessions
     trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)

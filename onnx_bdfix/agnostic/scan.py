@@ -2,7 +2,8 @@
 
 For every class, the strongest reconstructed trigger (:mod:`.search`) and the
 share of probe samples it sends there. A backdoor's target class gives itself away: a small
-patch, faint blend, faint wave, optimized blend or warp moves nearly every input into it
+patch, faint blend, faint wave, optimized blend, ascended noise blend or warp moves nearly every
+input into it
 (0.97–1.0 on the zoo's detected backdoors), while on a clean model the best any class
 reaches is about two thirds at most (0.64 on the zoo).
 The evidence for the suspected class is how far the triggered activations part from the
@@ -92,7 +93,7 @@ def scan_model(model, clean: Dataset, output: str | None = None, device: str = "
     runner = open_runner(proto, device)
     probe_x = clean.head(probe).x
     span = domain(geometry(probe_x.shape[1:]), probe_x, clean.input_range())
-    found, spent = search(runner, name, probe_x, budget=budget, span=span)
+    found, spent = search(runner, name, probe_x, budget=budget, span=span, enough=ALARM)
     top = max(found, key=lambda f: f.flip_rate)
     suspicious = top.flip_rate >= ALARM
     anomaly = anomaly_indices([f.flip_rate for f in found])

@@ -4,7 +4,8 @@ Backdoor triggers are shortcuts: a small patch, a faint blend or a faint wave th
 inputs to one class. The search tries every member of :mod:`.families` on a probe of clean
 samples and keeps, for every class, the triggers that flip the largest share of samples
 there; patches are then refined by local search (flip pattern cells, move by one pixel) for
-the promising classes, and full-image blends and smooth warps are optimized per class
+the promising classes, the noise blends that pull a class most are ascended at full
+resolution, and full-image blends and smooth warps are optimized per class
 (:mod:`.optimized`) with what is left of the budget of image evaluations.
 Each reconstruction is a :class:`~onnx_bdfix.data.Trigger` in the model's layout and scale,
 so the known-trigger repair can use it as it is.
@@ -20,7 +21,7 @@ from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
 from .families import COLOUR_PROBE, colour_patch_triggers, global_triggers, patch_triggers
 from .geometry import Domain, Geometry, domain, geometry, patch
-from .optimized import FAMILIES, optimized_triggers
+from .optimized import FAMILIES, NOISE_CLASSES, noise_cost, noise_triggers, optimized_triggers
 
 REFINE_STEPS = 40
 REFINE_CLASSES = 3    # classes refined by flip rate, and again by pull (a union)
@@ -78,10 +79,13 @@ class Spent:
 
 
 def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
-           budget: int = BUDGET, span: Domain | None = None) -> tuple[list[Found], Spent]:
+           budget: int = BUDGET, span: Domain | None = None, enough: float = 1.0
+           ) -> tuple[list[Found], Spent]:
     """The best trigger per class over every family, patches refined by local search, then
     blends optimized per class with what is left of ``budget`` image evaluations; every
-    trigger inside ``span`` (default: the probe's own range per channel)."""
+    trigger inside ``span`` (default: the probe's own range per channel). ``enough``: a
+    flip rate that settles a verdict; once a menu trigger or a refined patch reaches it,
+    the noise ascent's share of the budget goes to the other optimized families."""
     base = scores(runner, probe, output, len(probe)).argmax(1)
     n_classes = int(scores(runner, probe[:1], output, 1).shape[1])
     geo = geometry(probe.shape[1:])
@@ -89,13 +93,15 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
     spent = Spent()
     best: dict[int, Found] = {}
     pulled: dict[int, tuple] = {}      # class -> (pull, params, trigger): the patch that
-    for source in (patch_triggers(geo, span), global_triggers(geo, span)):   # pulls most
+    noisy: dict[int, tuple] = {}       # pulls most, and the noise blend that pulls most
+    for source in (patch_triggers(geo, span), global_triggers(geo, span)):
         for params, trigger in source:
             spent.menu += len(probe)
             rates, pulls = flip_rates(runner, output, probe, base, trigger, n_classes, True)
             _keep_best(best, rates, params, trigger)
-            if params["family"] == "patch":
-                _keep_pull(pulled, pulls, params, trigger)
+            if params["family"] in ("patch", "blend"):
+                _keep_pull(pulled if params["family"] == "patch" else noisy, pulls, params,
+                           trigger)
     small = probe[:COLOUR_PROBE]
     for params, trigger in colour_patch_triggers(geo, span, seed):   # pulls only
         spent.menu += len(small)
@@ -108,15 +114,30 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
             spent.refine += (REFINE_STEPS * geo.channels + 2) * len(probe)
             _keep_best_found(best, refine(runner, output, probe, base, start, geo, span,
                                           n_classes, np.random.default_rng(seed)))
-    scoring = len(FAMILIES) * n_classes * len(probe)    # each made trigger is scored once
-    made, spent.optimized = optimized_triggers(runner, output, probe, base, n_classes, geo,
-                                               span, budget - spent.total - scoring, seed)
-    for cls, family, trigger in made:
+    starts = _noise_starts(noisy, geo) if max(f.flip_rate for f in best.values()) < enough \
+        and budget - spent.total >= noise_cost(len(probe)) + NOISE_CLASSES * len(probe) \
+        else {}
+    made, spent.optimized = noise_triggers(runner, output, probe, base, geo, span, starts,
+                                           seed)
+    # each made trigger is scored once, on the whole probe
+    scoring = (len(FAMILIES) * n_classes + len(made)) * len(probe)
+    more, by_class = optimized_triggers(runner, output, probe, base, n_classes, geo,
+                                        span, budget - spent.total - scoring, seed)
+    for cls, evaluations in by_class.items():
+        spent.optimized[cls] = spent.optimized.get(cls, 0) + evaluations
+    for cls, family, trigger in made + more:
         spent.optimized[cls] += len(probe)
         rate = flip_rates(runner, output, probe, base, trigger, n_classes)[cls]
         _keep_best_found(best, Found(cls, float(rate), {"family": family, "optimized": True},
                                      trigger))
     return [best[cls] for cls in sorted(best)], spent
+
+
+def _noise_starts(noisy: dict, geo: Geometry) -> dict[int, np.ndarray]:
+    """class -> (C, H, W) the menu's noise that pulls it most, for the NOISE_CLASSES classes
+    that the menu's noises pull most."""
+    ranked = sorted(noisy, key=lambda cls: -noisy[cls][0])[:NOISE_CLASSES]
+    return {cls: geo.to_image(noisy[cls][2].arrays["pattern"]) for cls in ranked}
 
 
 def promising(best: dict, pulled: dict, most: int = REFINE_CLASSES) -> list[int]:

@@ -11,9 +11,13 @@ from onnx_bdfix.agnostic.nes import nes_step
 from onnx_bdfix.agnostic.optimized import (
     MAX_SHIFT,
     RATIO,
+    NOISE_STEPS,
     BlendPattern,
+    NoiseBlend,
     SmoothWarp,
     interpolation,
+    noise_cost,
+    noise_triggers,
     optimized_triggers,
 )
 from onnx_bdfix.model.runtime import open_runner, scores
@@ -50,25 +54,71 @@ def test_nes_step_climbs_a_smooth_objective_within_its_bounds():
     assert np.allclose(theta, np.clip(goal, -0.25, 1.0), atol=0.1)
 
 
-def planted_blend_model():
+def test_a_noise_blend_starts_at_the_pattern_it_is_given():
+    geo = geometry((3, 8, 8))
+    span = Domain(np.array([-1.0, 0.0, 2.0]), np.array([1.0, 1.0, 4.0]))
+    noise = NoiseBlend(geo, span)
+    pattern = np.random.default_rng(0).uniform(span.low[:, None, None],
+                                               span.high[:, None, None], (3, 8, 8))
+    inside = span.low[:, None, None] + span.span[:, None, None] * np.clip(
+        (pattern - span.low[:, None, None]) / span.span[:, None, None], 0.02, 0.98)
+    assert np.allclose(noise.image(noise.start_at(pattern)), inside)
+
+
+def quadrant_model(secret: np.ndarray, strength: float, rng):
     """(N, 3, 16, 16) in [0, 1] -> 4 classes by the mean of four quadrants; class 2 also
-    answers to a smooth colour image blended in (a planted backdoor)."""
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[0:SIDE, 0:SIDE] / SIDE
-    secret = np.stack([np.sin(3 * xx), np.cos(2 * yy), xx * yy])                # (3, H, W)
-    secret -= secret.mean(axis=(1, 2), keepdims=True)       # clean inputs do not fire it
+    answers to ``secret`` (3, H, W), zero-mean, blended in (a planted backdoor); and a
+    probe of 64 uniform samples."""
     w = np.zeros((CLASSES, 3, SIDE, SIDE), np.float32)
     for cls, (top, left) in enumerate([(0, 0), (0, 8), (8, 0), (8, 8)]):
         w[cls, :, top:top + 8, left:left + 8] = 1.0 / 64
-    w[TARGET] += 12.0 * secret / np.abs(secret).sum()
+    w[TARGET] += strength * secret / np.abs(secret).sum()
     model = make_model([helper.make_node("Flatten", ["x"], ["f"]),
                         helper.make_node("Gemm", ["f", "w", "b"], ["logits"], transB=1)],
                        [tensor_info("x", ["N", 3, SIDE, SIDE])],
                        [tensor_info("logits", ["N", CLASSES])],
                        [init("w", (40 * w.reshape(CLASSES, -1)).astype(np.float32)),
                         init("b", np.zeros(CLASSES, np.float32))])
-    probe = rng.uniform(0, 1, (64, 3, SIDE, SIDE)).astype(np.float32)
-    return open_runner(model, "cpu"), probe
+    return open_runner(model, "cpu"), rng.uniform(0, 1, (64, 3, SIDE, SIDE)).astype(np.float32)
+
+
+def planted_noise_model():
+    """Class 2 answers to one fixed uniform noise texture, which no 8 x 8 pattern can draw."""
+    rng = np.random.default_rng(3)
+    texture = rng.uniform(0, 1, (3, SIDE, SIDE))
+    return quadrant_model(texture - texture.mean(), 6.0, rng)
+
+
+def test_the_noise_ascent_finds_a_planted_noise_texture_from_another_noise():
+    runner, probe = planted_noise_model()
+    base = scores(runner, probe, "logits", 64).argmax(1)
+    geo, span = geometry(probe.shape[1:]), Domain(np.zeros(3), np.ones(3))
+
+    def rate(trigger, cls):
+        outside = probe[base != cls]
+        return float((scores(runner, trigger.apply(outside), "logits",
+                              len(outside)).argmax(1) == cls).mean())
+    other = np.random.default_rng(9).uniform(0, 1, (3, SIDE, SIDE))
+    assert rate(NoiseBlend(geo, span).trigger(NoiseBlend(geo, span).start_at(other)),
+                TARGET) < 0.5                       # a random noise does not fire it
+    made, spent = noise_triggers(runner, "logits", probe, base, geo, span,
+                                 {TARGET: other, 0: other})
+    rates = {cls: rate(trigger, cls) for cls, family, trigger in made}
+    assert rates[TARGET] >= 0.9
+    assert {family for _, family, _ in made} == {"noise blend"}
+    assert sum(spent.values()) == noise_cost(64) == 2 * NOISE_STEPS * 2 * 8 * 16
+    coarse, _ = optimized_triggers(runner, "logits", probe, base, CLASSES, geo, span,
+                                   budget=60_000)   # the 8 x 8 blend cannot draw it
+    assert max(rate(trigger, TARGET) for cls, family, trigger in coarse
+               if cls == TARGET and family == "blend") < 0.5
+
+
+def planted_blend_model():
+    """Class 2 answers to a smooth colour image."""
+    yy, xx = np.mgrid[0:SIDE, 0:SIDE] / SIDE
+    secret = np.stack([np.sin(3 * xx), np.cos(2 * yy), xx * yy])                # (3, H, W)
+    secret -= secret.mean(axis=(1, 2), keepdims=True)       # clean inputs do not fire it
+    return quadrant_model(secret, 12.0, np.random.default_rng(1))
 
 
 def test_the_planted_blend_is_found_within_the_budget():
