@@ -1,7 +1,7 @@
 """docs/benchmark.md from the zoo's cards and the results of benchmarks/zoo_table.py."""
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -206,10 +206,12 @@ def render(cards: dict, results: dict, slices: int, total: int = 0) -> str:
         rows, misses = model_rows(cards, results, slices, mode)
         if not rows:
             continue
-        out += [f"## {title}", ""] + table(rows) + [""] + summary(rows, "arch") + [""] + \
+        runs = [f"known_{k}" for k in range(slices)] if mode == "known" else [mode]
+        out += [f"## {title}", "", measured_by(cards, results, runs), ""] + table(rows) + [""] + summary(rows, "arch") + [""] + \
             summary(rows, "attack") + ["", f"Misses ({len(misses)} of {len(rows)}):"] + \
             (misses or ["- none"]) + [""]
-    out += ["## Scan", ""] + scan_section(cards, results) + [""]
+    out += ["## Scan", "", measured_by(cards, results, ["scan"]), ""] + \
+        scan_section(cards, results) + [""]
     out += ["## Side by side with training-based defenses", "",
             "Made with `python benchmarks/baselines.py` (FT, FP, FT-SAM on the same models, "
             "converted with onnx2torch; labelled samples, which onnx-bdfix never gets; SGD "
@@ -219,6 +221,14 @@ def render(cards: dict, results: dict, slices: int, total: int = 0) -> str:
             "defense.", ""] + \
         defenses_section(cards, results) + [""]
     return "\n".join(out) + "\n"
+
+
+def measured_by(cards: dict, results: dict, runs: list[str]) -> str:
+    """Which code measured a section's runs: its digest (zoo_table.py's), and how many."""
+    codes = Counter(results[(name, run)].get("code", "unrecorded") for name in cards
+                    for run in runs if (name, run) in results)
+    return "Measured by code " + ", ".join(f"`{code}` ({count} runs)"
+                                           for code, count in codes.most_common()) + "."
 
 
 DEFENSES = [("onnx-bdfix, trigger known", "known_0", 100),
