@@ -120,7 +120,7 @@ def scan_section(cards: dict, results: dict) -> list[str]:
     from sklearn.metrics import roc_auc_score
     rows = [(card, results[(name, "scan")]) for name, card in cards.items()
             if (name, "scan") in results]
-    scored = [(took(card, results.get((card["name"], "before"))), r["score"],
+    scored = [(card, took(card, results.get((card["name"], "before"))), r["score"],
                r.get("anomaly", 0.0)) for card, r in rows
               if "score" in r and (took(card, results.get((card["name"], "before")))
                                    or not card["backdoored"])]
@@ -133,13 +133,18 @@ def scan_section(cards: dict, results: dict) -> list[str]:
                      f"{r.get('top_class', '–')} | {pct(r.get('score'))} | "
                      f"{r.get('anomaly', float('nan')):.2f} | {r.get('seconds', 0):.0f} |")
     lines += [""] + verdict_rates(cards, rows, results)
-    labels = [label for label, *_ in scored]
+    labels = [label for _, label, *_ in scored]
     if len(set(labels)) == 2:
-        for name, column in (("top suspicion", 1), ("anomaly index", 2)):
+        for name, column in (("top suspicion", 2), ("anomaly index", 3)):
             auc = roc_auc_score(labels, [row[column] for row in scored])
+            splits = {split: [row for row in scored if row[0]["split"] == split]
+                      for split in ("tune", "check")}
+            by_split = ", ".join(
+                f"{split} {roc_auc_score([r[1] for r in part], [r[column] for r in part]):.3f}"
+                for split, part in splits.items() if len({r[1] for r in part}) == 2)
             lines += ["", f"ROC AUC ({name}, clean against backdoored): **{auc:.3f}** over "
                       f"{labels.count(True)} backdoored and {labels.count(False)} clean models "
-                      "(a model whose attack did not take counts as neither)."]
+                      f"({by_split}; a model whose attack did not take counts as neither)."]
     return lines
 
 
@@ -179,8 +184,8 @@ def coverage(cards: dict, results: dict, total: int) -> list[str]:
     measured = [n for n in cards if any((n, run) in results for run in ("scan", "known_0"))]
     backdoored = sum(cards[n]["backdoored"] for n in measured)
     return [f"Coverage: {len(cards)} of the zoo's {total} models are built, {len(measured)} "
-            f"measured by this code ({backdoored} backdoored, {len(measured) - backdoored} "
-            "clean). A model not listed below has not been built or measured yet; it is not "
+            f"measured ({backdoored} backdoored, {len(measured) - backdoored} clean; each "
+            "section says which code measured it). A model not listed below has not been built or measured yet; it is not "
             "left out for its result.", ""]
 
 
