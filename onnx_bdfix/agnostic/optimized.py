@@ -143,12 +143,12 @@ def noise_triggers(runner: Runner, output: str, probe: np.ndarray, base: np.ndar
     per class."""
     family, rng = NoiseBlend(geo, span), np.random.default_rng(seed)
     spent = {cls: 0 for cls in starts}
-    made_ = []
+    found = []
     for cls, pattern in starts.items():
         theta = _ascend((cls, family), family.start_at(pattern), NOISE_STEPS, runner, output,
                         probe, base, spent, rng, NOISE_OUTSIDE, NOISE_STEP)
-        made_.append((cls, family.family, family.trigger(theta)))
-    return made_, spent
+        found.append((cls, family.family, family.trigger(theta)))
+    return found, spent
 
 
 def noise_cost(n_probe: int) -> int:

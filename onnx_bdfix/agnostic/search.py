@@ -91,22 +91,7 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
     geo = geometry(probe.shape[1:])
     span = span or domain(geo, probe)
     spent = Spent()
-    best: dict[int, Found] = {}
-    pulled: dict[int, tuple] = {}      # class -> (pull, params, trigger): the patch that
-    noisy: dict[int, tuple] = {}       # pulls most, and the noise blend that pulls most
-    for source in (patch_triggers(geo, span), global_triggers(geo, span)):
-        for params, trigger in source:
-            spent.menu += len(probe)
-            rates, pulls = flip_rates(runner, output, probe, base, trigger, n_classes, True)
-            _keep_best(best, rates, params, trigger)
-            if params["family"] in ("patch", "blend"):
-                _keep_pull(pulled if params["family"] == "patch" else noisy, pulls, params,
-                           trigger)
-    small = probe[:COLOUR_PROBE]
-    for params, trigger in colour_patch_triggers(geo, span, seed):   # pulls only
-        spent.menu += len(small)
-        _keep_pull(pulled, flip_rates(runner, output, small, base[:COLOUR_PROBE], trigger,
-                                      n_classes, True)[1], params, trigger)
+    best, pulled, noisy = _menu(runner, output, probe, base, n_classes, geo, span, seed, spent)
     for cls in promising(best, pulled):
         start = _refine_start(best[cls], pulled.get(cls), runner, output, probe, base,
                               n_classes)
@@ -114,15 +99,15 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
             spent.refine += (REFINE_STEPS * geo.channels + 2) * len(probe)
             _keep_best_found(best, refine(runner, output, probe, base, start, geo, span,
                                           n_classes, np.random.default_rng(seed)))
-    starts = _noise_starts(noisy, geo) if max(f.flip_rate for f in best.values()) < enough \
-        and budget - spent.total >= noise_cost(len(probe)) + NOISE_CLASSES * len(probe) \
-        else {}
+    settled = max(f.flip_rate for f in best.values()) >= enough
+    affordable = budget - spent.total >= noise_cost(len(probe)) + NOISE_CLASSES * len(probe)
+    starts = {} if settled or not affordable else _noise_starts(noisy, geo)
     made, spent.optimized = noise_triggers(runner, output, probe, base, geo, span, starts,
                                            seed)
     # each made trigger is scored once, on the whole probe
     scoring = (len(FAMILIES) * n_classes + len(made)) * len(probe)
-    more, by_class = optimized_triggers(runner, output, probe, base, n_classes, geo,
-                                        span, budget - spent.total - scoring, seed)
+    more, by_class = optimized_triggers(runner, output, probe, base, n_classes, geo, span,
+                                        budget - spent.total - scoring, seed)
     for cls, evaluations in by_class.items():
         spent.optimized[cls] = spent.optimized.get(cls, 0) + evaluations
     for cls, family, trigger in made + more:
@@ -131,6 +116,27 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
         _keep_best_found(best, Found(cls, float(rate), {"family": family, "optimized": True},
                                      trigger))
     return [best[cls] for cls in sorted(best)], spent
+
+
+def _menu(runner, output, probe, base, n_classes, geo, span, seed, spent: Spent
+          ) -> tuple[dict, dict, dict]:
+    """Every menu trigger scored on the probe: (class -> its best Found, class -> (pull,
+    params, trigger) of the patch that pulls it most, the same for noise blends)."""
+    best: dict[int, Found] = {}
+    pulls_of = {"patch": {}, "blend": {}}
+    for source in (patch_triggers(geo, span), global_triggers(geo, span)):
+        for params, trigger in source:
+            spent.menu += len(probe)
+            rates, pulls = flip_rates(runner, output, probe, base, trigger, n_classes, True)
+            _keep_best(best, rates, params, trigger)
+            if params["family"] in pulls_of:
+                _keep_pull(pulls_of[params["family"]], pulls, params, trigger)
+    small = probe[:COLOUR_PROBE]
+    for params, trigger in colour_patch_triggers(geo, span, seed):   # pulls only
+        spent.menu += len(small)
+        _keep_pull(pulls_of["patch"], flip_rates(runner, output, small, base[:COLOUR_PROBE],
+                                                 trigger, n_classes, True)[1], params, trigger)
+    return best, pulls_of["patch"], pulls_of["blend"]
 
 
 def _noise_starts(noisy: dict, geo: Geometry) -> dict[int, np.ndarray]:
