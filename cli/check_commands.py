@@ -86,7 +86,7 @@ def scan(ctx, model, clean, as_json, probe, budget, output_name, runtime, images
             click.echo(f"{row['class']:>5}  {row['suspicion']:>9.1%}  {row['trigger']}{mark}")
         spent = result.evaluations
         click.echo(f"image evaluations: {spent.total:,} (menu {spent.menu:,}, patch "
-                   f"refinement {spent.refine:,}, optimized blends and warps "
+                   f"refinement {spent.refine:,}, optimized blends, warps and colour fields "
                    f"{sum(spent.optimized.values()):,} over {len(spent.optimized)} classes)")
         click.echo(f"verdict: {result.verdict.upper()} (alarm at {result.threshold:.0%} of "
                    f"probe samples sent to one class)")

@@ -57,8 +57,8 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
 
     With --trigger or --triggered the trigger is known. Without either, onnx-bdfix runs in
     trigger-agnostic mode: it reconstructs the strongest small triggers with ONNX Runtime
-    (patches, blends and waves from a menu, refined patches, and blends and smooth warps
-    optimized per class), then repairs against them.
+    (patches, blends and waves from a menu, refined patches, and blends, smooth warps and
+    colour fields optimized per class), then repairs against them.
 
     Exit 0: repaired and written. Exit 1 (known trigger): no edit within --max-clean-drop
     brings held-out attack success to --max-asr; nothing is written, and the line says what

@@ -16,9 +16,15 @@ Each family is a small piece: a low-resolution parameterization θ and the trigg
 - warp: x'(i, j) = x(i + dy, j + dx), (dy, dx) = MAX_SHIFT · tanh(upsampled θ), θ (2, 4, 4):
   WaNet's own parameterization, a k × k grid of offsets (measured: vgg11_wanet's target
   93 % at 1.5 pixels, at most 21 % on clean models).
-The budget of the blend and warp families is spent over (family, class) arms by successive
-halving, as K-Arm schedules its bandit: every arm gets a few steps, then only the arms that
-pull most go on.
+- low frequency: x' = clip(x + δ), δ = LF_AMPLITUDE · range · tanh(Σ_k θ_{c,k} b_k), per
+  channel c over a basis b_k of cosines and sines with at most LF_CYCLES cycles per image
+  along each axis, diagonals both ways, and a constant (:func:`cosine_basis`). A smooth
+  colour field answers to its own few frequencies, which no blend of a coarse pattern
+  matches: the blend moves every pixel toward one value, the field adds to it.
+The budget of these families is spent over (family, class) arms by successive halving, as
+K-Arm schedules its bandit: every arm gets a few steps, then, in each family, only the
+arms that pull most go on (a family whose arms all pull less than another's keeps its
+best: a warp and a colour field are not scored on one scale).
 """
 from __future__ import annotations
 
@@ -43,6 +49,8 @@ NOISE_CLASSES = 2               # classes whose noise blend is ascended
 NOISE_STEPS = 40                # steps of each
 NOISE_OUTSIDE = 16              # probe samples each of its steps is scored on
 NOISE_STEP = 1.0                # larger than STEP: a pixel of a texture moves alone
+LF_AMPLITUDE = 0.1              # largest change of a colour field, over the channel's range
+LF_CYCLES = 2                   # most cycles per image of one of its cosines, per axis
 
 
 def interpolation(size: int, cells: int) -> np.ndarray:
@@ -102,7 +110,41 @@ class SmoothWarp:
                     f"optimized warp {MAX_SHIFT:g} px")
 
 
-FAMILIES = (BlendPattern, SmoothWarp)
+def cosine_basis(height: int, width: int, cycles: int = LF_CYCLES) -> np.ndarray:
+    """(K, H, W): a constant, then cos and sin of 2π(fy·y/H + fx·x/W) for every frequency
+    pair up to ``cycles`` per axis (fy ≥ 0; fx of either sign once fy > 0: diagonals both
+    ways), each of amplitude 1."""
+    rows, cols = np.arange(height)[:, None] / height, np.arange(width)[None] / width
+    pairs = [(0, fx) for fx in range(1, cycles + 1)]
+    pairs += [(fy, fx) for fy in range(1, cycles + 1) for fx in range(-cycles, cycles + 1)]
+    basis = [np.ones((height, width))]
+    for fy, fx in pairs:
+        angle = 2 * np.pi * (fy * rows + fx * cols)
+        basis += [np.cos(angle), np.sin(angle)]
+    return np.stack(basis)
+
+
+class LowFrequency:
+    """θ (C, K), K coefficients per channel over :func:`cosine_basis` -> a smooth additive
+    colour field of at most LF_AMPLITUDE of each channel's range, and its delta trigger."""
+    family = "low frequency"
+
+    def __init__(self, geo: Geometry, span: Domain):
+        self.geo, self.basis = geo, cosine_basis(geo.height, geo.width)   # (K, H, W)
+        self.shape = (geo.channels, len(self.basis))
+        self.amplitude = LF_AMPLITUDE * span.span[:, None, None]          # (C, 1, 1)
+        self.low, self.high = geo.per_channel(span.low), geo.per_channel(span.high)
+
+    def trigger(self, theta: np.ndarray) -> Trigger:
+        field = self.amplitude * np.tanh(np.einsum("ck,khw->chw", theta, self.basis))
+        field = field.astype(np.float32)                                  # (C, H, W)
+        return made("delta", {"delta": self.geo.to_sample(field[0] if self.geo.channels == 1
+                                                          else field),
+                              "clip_min": self.low, "clip_max": self.high},
+                    f"optimized low-frequency field {LF_AMPLITUDE:g}")
+
+
+FAMILIES = (BlendPattern, SmoothWarp, LowFrequency)
 
 
 def optimized_triggers(runner: Runner, output: str, probe: np.ndarray, base: np.ndarray,
@@ -116,21 +158,25 @@ def optimized_triggers(runner: Runner, output: str, probe: np.ndarray, base: np.
     theta = {arm: np.zeros(arm[1].shape) for arm in arms}
     spent = {cls: 0 for cls in range(n_classes)}
     stepped = set()
-    rng = np.random.default_rng(seed)
+    # each arm draws its own directions: adding a family or an arm changes no other's
+    rngs = {(cls, family): np.random.default_rng([seed, number, cls])
+            for number, family in enumerate(families) for cls in range(n_classes)}
     alive, per_step = arms, 2 * PAIRS * OUTSIDE
     for share, money in ROUNDS:
         if budget - sum(spent.values()) < len(alive) * OUTSIDE + per_step:
             break                                   # not even one step after ranking
-        keep = max(1, math.ceil(share * len(arms)))
-        alive = _ranked(alive, theta, runner, output, probe, base, spent)[:keep]
+        alive = _halved(alive, max(1, math.ceil(share * n_classes)), theta, runner, output,
+                        probe, base, spent)
         left = budget - sum(spent.values())
         steps = min(MAX_STEPS, int(min(money * budget, left) // (per_step * len(alive))))
+        if steps == 0 and left >= per_step * len(alive):
+            steps = 1                               # a share too small for one step each
         if steps == 0:
             break
         for arm in alive:
             stepped.add(arm)
             theta[arm] = _ascend(arm, theta[arm], steps, runner, output, probe, base, spent,
-                                 rng)
+                                 rngs[arm])
     return [(cls, family.family, family.trigger(theta[(cls, family)]))
             for cls, family in arms if (cls, family) in stepped], spent
 
@@ -182,7 +228,11 @@ def _pull(arm: tuple, runner, output, probe, base, spent: dict, most: int = OUTS
     return pull
 
 
-def _ranked(alive: list, theta: dict, runner, output, probe, base, spent: dict) -> list:
-    """``alive`` arms by how strongly their current triggers pull, strongest first."""
+def _halved(alive: list, keep: int, theta: dict, runner, output, probe, base,
+            spent: dict) -> list:
+    """The ``keep`` arms of each family in ``alive`` whose current triggers pull most."""
     values = {arm: _pull(arm, runner, output, probe, base, spent)(theta[arm]) for arm in alive}
-    return sorted(alive, key=lambda arm: -values[arm])
+    families = dict.fromkeys(family for _, family in alive)
+    return [arm for family in families
+            for arm in sorted((a for a in alive if a[1] is family),
+                              key=lambda a: -values[a])[:keep]]

@@ -2,9 +2,9 @@
 
 For every class, the strongest reconstructed trigger (:mod:`.search`) and the share of probe
 samples it sends there. A backdoor's target class gives itself away: a small patch, faint
-blend, faint wave, optimized blend, ascended noise blend or warp moves nearly every input
-into it (0.88–1.0 on the zoo's detected backdoors), while on a clean model the best any
-class reaches is about two thirds at most (0.64 on the zoo).
+blend, faint wave, optimized blend, ascended noise blend, warp or colour field moves nearly
+every input into it (0.88–1.0 on the zoo's detected backdoors), while on a clean model the
+best any class reaches is about two thirds at most (0.64 on the zoo).
 The evidence for the suspected class is how far the triggered activations part from the
 clean ones, layer by layer.
 """

@@ -5,8 +5,9 @@ inputs to one class. The search tries every member of :mod:`.families` on a prob
 samples and keeps, for every class, the triggers that flip the largest share of samples
 there; patches are then refined by local search (flip pattern cells, move by one pixel) for
 the promising classes, the noise blends that pull a class most are ascended at full
-resolution, and full-image blends and smooth warps are optimized per class
-(:mod:`.optimized`) with what is left of the budget of image evaluations.
+resolution, and full-image blends, smooth warps and low-frequency colour fields are
+optimized per class (:mod:`.optimized`) with what is left of the budget of image
+evaluations.
 Each reconstruction is a :class:`~onnx_bdfix.data.Trigger` in the model's layout and scale,
 so the known-trigger repair can use it as it is.
 """
