@@ -21,6 +21,14 @@ from .plan import Plan, RepairConfig
 Strength = tuple[float, float, float, float]   # (alpha, eps, overshoot, target-key weight)
 
 
+@dataclass(frozen=True)
+class Step:
+    """An edit made before the candidate's own, whose model the candidate's keys were
+    collected through (:mod:`.sequential`)."""
+    layers: tuple[str, ...]
+    strength: Strength
+
+
 @dataclass
 class CandidateResult:
     layers: tuple[str, ...]
@@ -37,6 +45,12 @@ class CandidateResult:
     labelled_drop: float | None = None   # held-out clean-accuracy loss, where labels are given
     target_offset: float = 0.0     # added to the target logit by the repair step
     target_weight: float | None = None   # weight of the target class's clean keys
+    first: Step | None = None      # a sequential edit's first step (this one is its second)
+
+    @property
+    def all_layers(self) -> tuple[str, ...]:
+        """Every layer the edit changes, the first step's first."""
+        return (self.first.layers if self.first else ()) + self.layers
 
     @property
     def clean_cost(self) -> float:
@@ -104,22 +118,36 @@ def cross_validate(fit: Fit, layers: list[Layer], strength: Strength,
     """Fit on all folds but one, score the held-out one on the tail after the edited
     layers; then the repair step's target-logit anchor, by each reading of its offset (and,
     if asked, no anchor): one candidate each."""
+    parts = [held_out_scores(fit, layers, strength, fold)
+             for fold in range(len(fit.bounds) - 1)]
+    return scored(fit, layers, strength, parts, score_without_anchor)
+
+
+def held_out_scores(fit: Fit, layers: list[Layer], strength: Strength, fold: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(clean, triggered) scores of ``fold``'s kept rows under the edit fitted on the other
+    folds."""
     cut = tuple(dict.fromkeys(layer.key_tensor for layer in layers))
     base = fit.held_out.tail(cut)
     if base is None or not {layer.weight for layer in layers} <= \
             {init.name for init in base.graph.initializer}:
         base = fit.proto          # layers in sequence: the tail lost the earlier ones
+    edited = edited_model(base, layers, fit.stats(layers, fold, strength[3]), strength[:3])
+    return fit.held_out.scores(edited, cut, fold, base is fit.proto)
+
+
+def scored(fit: Fit, layers: list[Layer], strength: Strength, parts: list[tuple],
+           score_without_anchor: bool = False, first: Step | None = None
+           ) -> list[CandidateResult]:
+    """Candidates from every fold's held-out (clean, triggered) scores (``parts``, in fold
+    order), one per reading of the anchor's offset; ``first``: the edit made before these
+    layers were collected (:mod:`.sequential`)."""
     rows = np.concatenate(fit.held_out.rows)
     before = fit.collected.clean_scores[rows]                       # (kept, classes)
     labels = None if fit.labels is None else fit.labels[rows]       # (kept,)
-    clean_parts, triggered_parts = [], []
-    for fold in range(len(fit.bounds) - 1):
-        edited = edited_model(base, layers, fit.stats(layers, fold, strength[3]), strength[:3])
-        clean, triggered = fit.held_out.scores(edited, cut, fold, base is fit.proto)
-        clean_parts.append(clean)
-        triggered_parts.append(triggered)
-    held_clean, held_triggered = np.concatenate(clean_parts), np.concatenate(triggered_parts)
-    sizes = [len(part) for part in clean_parts]
+    held_clean = np.concatenate([clean for clean, _ in parts])
+    held_triggered = np.concatenate([triggered for _, triggered in parts])
+    sizes = [len(clean) for clean, _ in parts]
     offsets = [(0.0, 0.0)]
     if fit.anchor_layer is not None:
         offsets = distinct([anchor_offsets(before, held_clean, fit.target, sizes, rule)
@@ -127,10 +155,10 @@ def cross_validate(fit: Fit, layers: list[Layer], strength: Strength,
         if score_without_anchor and all(written > 0 for written, _ in offsets):
             offsets.append((0.0, 0.0))   # the anchor may lift unseen triggers back: score both
     return [CandidateResult(tuple(layer.name for layer in layers), *strength[:2],
-                            target_weight=strength[3], target_offset=offset,
+                            target_weight=strength[3], target_offset=offset, first=first,
                             **held_out_figures(before, held_clean, held_triggered,
-                                               fit.target, scored, labels))
-            for offset, scored in offsets]
+                                               fit.target, per_row, labels))
+            for offset, per_row in offsets]
 
 
 def anchor_offsets(before: np.ndarray, after: np.ndarray, target: int, sizes: list[int],

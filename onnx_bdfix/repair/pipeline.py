@@ -1,7 +1,8 @@
 """Known-trigger repair, end to end, as one plain function of named stages:
 
     plan → order samples → collect → cross-validate → (only when the plain edits fall
-    short: collect again with the merge edits, cross-validate them) → choose → edit →
+    short: collect again with the merge edits, cross-validate them; when those fall short
+    too: sequential edits, collected again through the best one) → choose → edit →
     verify and save → report
 
 ``choose`` holds the clean cost as a bound: when no edit within ``max_clean_drop`` reaches
@@ -38,6 +39,7 @@ from .fit import Fit, Samples, collect_fit, order_samples
 from .patch import set_provenance
 from .plan import Plan, RepairConfig, make_plan
 from .report import Outcome, RepairReport, build_report, provenance
+from .sequential import collect_after, cross_validate_sequential
 from .verify import full_check, repaired_scores
 
 
@@ -80,15 +82,24 @@ def repair_model(model, clean: Dataset, triggered, out_path,
             fit = collect_fit(plan, samples, config, declared, progress, labels)
         with clock("choose"):
             results += cross_validate_merges(plan, fit, config)
+    if config.stronger and not meeting(results, config):
+        with clock("choose"):                     # its collect passes counted here
+            results += cross_validate_sequential(plan, fit, results, samples, config,
+                                                 progress)
     with clock("choose"):
         chosen = choose(results, config)          # RepairShortfall: nothing is written
+    edit_plan, edit_fit = plan, fit   # a sequential edit's second step is fitted after
+    if chosen is not None and chosen.first is not None:       # its first, on every fold
+        with clock("collect"):
+            edit_plan, edit_fit = collect_after(plan, fit, chosen.first, None, samples,
+                                                config, progress)
     with clock("solve_patch"):
-        repaired = apply_choice(plan, fit, chosen, config)
+        repaired = apply_choice(edit_plan, edit_fit, chosen, config)
         set_provenance(repaired, provenance(plan, clean, trigger_info or {
             "trigger_sha256": triggered.sha256}, chosen, fit.target, config))
     with clock("verify"):
-        provider, after, rows = verify_and_save(plan, fit, samples, repaired, chosen, out_path,
-                                                config, progress)
+        provider, after, rows = verify_and_save(edit_plan, edit_fit, samples, repaired,
+                                                chosen, out_path, config, progress)
     truth = labels if labels is not None else fit.reference
     return build_report(plan, fit, Outcome(results, chosen, provider, after, truth, rows),
                         config, out_path, clock.seconds)

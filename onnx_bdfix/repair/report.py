@@ -56,12 +56,12 @@ def build_report(plan: Plan, fit: Fit, outcome: Outcome, config: RepairConfig, o
     rows = outcome.rows                          # the samples the repaired model answered
     labels = outcome.labels[rows]
     evidence = layer_evidence(plan.loaded.index, plan.layers, plan.involved, collected.stats,
-                              plan.output, chosen.layers if chosen else ())
+                              plan.output, chosen.all_layers if chosen else ())
     return RepairReport(
         model=str(plan.loaded.path), output_model=str(out_path), score_output=plan.output,
         provider=outcome.provider, target_class=fit.target,
         target_class_source=fit.target_source, layers=[e.as_dict() for e in evidence],
-        chosen=list(chosen.layers) if chosen else [],
+        chosen=list(chosen.all_layers) if chosen else [],
         choice_reason=reason(chosen, outcome.results, config),
         chosen_figures=chosen.as_dict() if chosen else {},
         repair_step=repair_step(fit, chosen, config),
@@ -90,6 +90,10 @@ def reason(chosen: CandidateResult | None, results: list[CandidateResult],
                 f"{config.max_clean_drop:.1%}: the weights are left unchanged")
     named = "" if config.layers in ("auto", ["auto"]) else "layers named with --layers; "
     goal = "reaching" if chosen.attack_success <= config.max_asr + 1e-9 else "short of"
+    if chosen.first is not None:
+        named += (f"a sequential edit: {', '.join(chosen.first.layers)} first (alpha="
+                  f"{chosen.first.strength[0]:g}), then, collected again through it, "
+                  f"{', '.join(chosen.layers)}; ")
     bound = "no bound" if config.max_clean_drop is None else f"{config.max_clean_drop:.1%}"
     return (f"{named}lowest smooth held-out score (trigger pull and shift + clean and "
             f"target-class shift) of {len(results)} candidates (layers x strength) within "
@@ -104,6 +108,10 @@ def provenance(plan: Plan, clean: Dataset, trigger_info: dict,
     """How the file was made: tool, inputs' digests, the trigger, the edit, every parameter."""
     edit = {"layers": list(chosen.layers), "alpha": chosen.alpha, "eps": chosen.eps,
             "target_logit_offset": chosen.target_offset} if chosen else {"layers": []}
+    if chosen is not None and chosen.first is not None:     # edited, collected again, edited
+        edit["first_step"] = {"layers": list(chosen.first.layers),
+                              "alpha": chosen.first.strength[0],
+                              "eps": chosen.first.strength[1]}
     return {"tool": "onnx-bdfix", "version": __version__, "mode": config.mode,
             "input_sha256": plan.loaded.sha256, "clean_sha256": clean.sha256,
             "clean_samples": len(clean), "target_class": target, **trigger_info, **edit,

@@ -86,8 +86,9 @@ def test_vit_blend_is_removed(tmp_path):
 def test_stronger_edits_are_tried_in_order_of_cost_and_the_shortfall_is_refused(tmp_path):
     """On the ViT's second slice no plain edit at α = 0.1 reaches 2 % held-out attack
     success, so the same layers are tried unlearning harder, then the branch layers as merge
-    edits (they answer for the residual bypass too). None reaches it within any clean cost,
-    so by default nothing is written; as hardening, every stage is on the report, in order."""
+    edits (they answer for the residual bypass too), then sequential edits after the best of
+    them. None reaches it within any clean cost, so by default nothing is written; as
+    hardening, every stage is on the report, in order."""
     folder = FIXTURES / "rgb_vit_blended"
     model = bd.load_model(folder / "model.onnx")
     pool = bd.load_data(folder / "clean.npz", model)
@@ -99,10 +100,12 @@ def test_stronger_edits_are_tried_in_order_of_cost_and_the_shortfall_is_refused(
     assert not (tmp_path / "o.onnx").exists()
     report = bd.repair_model(model, clean, trigger, tmp_path / "o.onnx",
                              RepairConfig(device="cpu", must_meet_asr=False))
-    stages = [("merge" if c["layers"][0].endswith("(+bypass)") else "plain", c["alpha"])
+    stages = [("sequential" if c["first"] else
+               "merge" if c["layers"][0].endswith("(+bypass)") else "plain", c["alpha"])
               for c in report.candidates]
     plain = [alpha for kind, alpha in stages if kind == "plain"]
     assert plain[0] == 0.1 and {0.3, 1.0} <= set(plain)
+    order = {"plain": 0, "merge": 1, "sequential": 2}
     assert stages.index(("plain", 0.3)) < min(i for i, s in enumerate(stages) if s[0] == "merge")
-    assert all(kind == "merge" for kind, _ in stages[stages.index(next(
-        s for s in stages if s[0] == "merge")):])
+    assert [order[kind] for kind, _ in stages] == sorted(order[kind] for kind, _ in stages)
+    assert {kind for kind, _ in stages} == set(order)
