@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE))
 
 import attacks  # noqa: E402
 import datasets  # noqa: E402
+import snapshot  # noqa: E402
 from specs import BY_NAME, ZOO, Spec  # noqa: E402
 from store import measure, store_model_files  # noqa: E402
 
@@ -70,8 +71,7 @@ def build(spec: Spec, folder: Path) -> dict:
     trainer = _trainer(spec.framework)
     model_path, attack = trainer.train_and_export(spec, attack, x_train, y_train, folder)
     seconds = time.perf_counter() - started
-    order = np.random.default_rng(2024).permutation(len(x_test))
-    pool, evaluation = order[:POOL], order[POOL:POOL + EVAL]
+    pool, evaluation = split(len(x_test))
     shown = attack or attacks.badnets(channels, 3, side, "bottom-right", 0)  # baseline ASR
     store_model_files(folder, spec, shown, x_test, y_test, pool, evaluation)
     card = {**spec.as_dict(), "backdoored": spec.attack is not None,
@@ -83,6 +83,12 @@ def build(spec: Spec, folder: Path) -> dict:
             "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest()}
     (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def split(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, evaluation): the test rows every model's clean.npz and eval.npz hold."""
+    order = np.random.default_rng(2024).permutation(count)
+    return order[:POOL], order[POOL:POOL + EVAL]
 
 
 def _trainer(framework: str):
@@ -116,6 +122,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cache = cache_dir(args.cache)
+    for name in snapshot.restore(cache):
+        log.info("restored %s from benchmarks/zoo/models", name)
     names = [n for n in args.only.split(",") if n] or [s.name for s in ZOO]
     if args.cheap_first:
         names.sort(key=lambda name: BY_NAME[name].cost)

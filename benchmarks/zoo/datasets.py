@@ -86,13 +86,20 @@ def dataset(kind: str, train_size: int, seed: int = 0):
     The training draw is ``train_size`` images picked with ``seed``; the test set is the whole
     Fashion-MNIST test set, composited with a fixed seed so every zoo model shares it.
     """
-    x_train, y_train, x_test, y_test = fashion()
+    x_train, y_train = fashion()[:2]
     pick = np.random.default_rng(seed).choice(len(x_train), train_size, replace=False)
     if kind == "gray":
         return (x_train[pick, None].astype(np.float32) / 255.0, y_train[pick],
-                x_test[:, None].astype(np.float32) / 255.0, y_test)
-    return (composite(x_train[pick], "train", seed + 1), y_train[pick],
-            test_set_rgb(), y_test)
+                *test_set(kind))
+    return (composite(x_train[pick], "train", seed + 1), y_train[pick], *test_set(kind))
+
+
+def test_set(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y): the test set every zoo model of ``kind`` shares, float32 (N, C, H, W)."""
+    _, _, x_test, y_test = fashion()
+    if kind == "gray":
+        return x_test[:, None].astype(np.float32) / 255.0, y_test
+    return test_set_rgb(), y_test
 
 
 @lru_cache(maxsize=1)

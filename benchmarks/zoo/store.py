@@ -57,14 +57,20 @@ def trigger_arrays(attack: Attack, spec: Spec, channels: int) -> dict:
 
 def store_model_files(folder: Path, spec: Spec, attack: Attack, x_test: np.ndarray,
                       y_test: np.ndarray, pool: np.ndarray, evaluation: np.ndarray) -> None:
-    for name, rows in (("clean", pool), ("eval", evaluation)):
-        save_images(folder / f"{name}.npz", x_test[rows], y_test[rows], spec)
-        if attack.paired:
-            triggered = attack.apply(x_test[rows], seed=len(rows))
-            save_images(folder / f"{name}_triggered.npz", triggered, y_test[rows], spec)
+    store_images(folder, spec, attack, x_test, y_test, pool, evaluation)
     if not attack.paired:
         np.savez(folder / "trigger.npz", **trigger_arrays(attack, spec, x_test.shape[1]),
                  target_class=np.int64(spec.target))
+
+
+def store_images(folder: Path, spec: Spec, attack: Attack | None, x_test: np.ndarray,
+                 y_test: np.ndarray, pool: np.ndarray, evaluation: np.ndarray) -> None:
+    """clean.npz and eval.npz, and their triggered copies for a sample-specific attack."""
+    for name, rows in (("clean", pool), ("eval", evaluation)):
+        save_images(folder / f"{name}.npz", x_test[rows], y_test[rows], spec)
+        if attack is not None and attack.paired:
+            triggered = attack.apply(x_test[rows], seed=len(rows))
+            save_images(folder / f"{name}_triggered.npz", triggered, y_test[rows], spec)
 
 
 def load_images(path: Path) -> tuple[np.ndarray, np.ndarray]:
