@@ -2,9 +2,9 @@
 
 The scan (:mod:`.scan`) finds, per class, the strongest small triggers. The class it names
 (or the ``--target-class`` hint) goes through the known-trigger pipeline unchanged, with its
-triggers taken in turn, one per cross-validation fold: the strongest and up to three
-runners-up as strong as the alarm level; for a blend, the first is the strongest pattern
-refined toward the backdoor. Each fold's held-out samples carry a reconstruction the other
+triggers taken in turn, one per cross-validation fold: the strongest, then the strongest of
+each other family, then runners-up, all as strong as the alarm level (:meth:`Found.strong`),
+four at most; for a blend, the first is the strongest pattern refined toward the backdoor. Each fold's held-out samples carry a reconstruction the other
 folds never saw, so the layer and strength are chosen for how the edit carries over to new
 instances of the trigger, not to the ones it was fitted on. This mode's own choices go to the
 pipeline as data: a second target-key weight (1) and the edit scored with and without the

@@ -38,10 +38,22 @@ class Found:
     params: dict
     trigger: Trigger
     others: list = field(default_factory=list)   # [(flip rate, Trigger)], strongest first
+    families: dict = field(default_factory=dict)  # family -> (flip rate, its strongest)
 
     def strong(self, level: float, most: int = 4) -> list[Trigger]:
-        """This trigger and the runners-up that reach ``level`` too (at most ``most``)."""
-        return [self.trigger] + [t for rate, t in self.others if rate >= level][:most - 1]
+        """This trigger, then the strongest of each other family that reaches ``level``
+        (strongest first), then the runners-up that reach it: at most ``most``. A repair
+        holds one out per fold, so reconstructions of different kinds come first: an edit
+        that removes only the kind it was fitted on then fails its held-out fold (measured
+        on vgg11_lf: a 6x6 patch and a colour field both at 100 %, and the patch alone
+        repaired to 46.9 % attack success)."""
+        own = self.params["family"]
+        kinds = sorted((entry for family, entry in self.families.items()
+                        if family != own and entry[0] >= level), key=lambda e: -e[0])
+        picked = [self.trigger] + [trigger for _, trigger in kinds]
+        picked += [t for rate, t in self.others
+                   if rate >= level and all(t is not p for p in picked)]
+        return picked[:most]
 
 
 def flip_rates(runner: Runner, output: str, probe: np.ndarray, base: np.ndarray,
@@ -177,22 +189,28 @@ def _refine_start(found: Found, pulled: tuple | None, runner, output, probe, bas
 
 def _keep_best(best: dict, rates: np.ndarray, params: dict, trigger: Trigger) -> None:
     for cls, rate in enumerate(rates):
-        if cls not in best:
-            best[cls] = Found(cls, float(rate), params, trigger)
-        elif rate > best[cls].flip_rate:
-            old = best[cls]
-            best[cls] = Found(cls, float(rate), params, trigger,
-                              [(old.flip_rate, old.trigger)] + old.others[:RUNNERS_UP - 1])
-        elif len(best[cls].others) < RUNNERS_UP or rate > best[cls].others[-1][0]:
-            others = sorted(best[cls].others + [(float(rate), trigger)], key=lambda o: -o[0])
-            best[cls].others = others[:RUNNERS_UP]
+        _offer(best, cls, float(rate), params, trigger)
 
 
 def _keep_best_found(best: dict, found: "Found") -> None:
-    old = best[found.target]
-    if found.flip_rate > old.flip_rate:
-        found.others = [(old.flip_rate, old.trigger)] + old.others[:RUNNERS_UP - 1]
-        best[found.target] = found
+    _offer(best, found.target, found.flip_rate, found.params, found.trigger)
+
+
+def _offer(best: dict, cls: int, rate: float, params: dict, trigger: Trigger) -> None:
+    """Keep ``trigger`` as the class's best, or among its runners-up, and as its family's
+    strongest if it is."""
+    old = best.get(cls)
+    if old is None:
+        best[cls] = Found(cls, rate, params, trigger)
+    elif rate > old.flip_rate:
+        best[cls] = Found(cls, rate, params, trigger,
+                          [(old.flip_rate, old.trigger)] + old.others[:RUNNERS_UP - 1],
+                          old.families)
+    elif len(old.others) < RUNNERS_UP or rate > old.others[-1][0]:
+        old.others = sorted(old.others + [(rate, trigger)], key=lambda o: -o[0])[:RUNNERS_UP]
+    families = best[cls].families
+    if params["family"] not in families or rate > families[params["family"]][0]:
+        families[params["family"]] = (rate, trigger)
 
 
 def refine(runner, output, probe, base, found: Found, geo: Geometry, span: Domain,

@@ -4,8 +4,17 @@ Unlearning a backdoor can also weaken the features the target class shares with 
 so clean samples of that class drift to others. One scalar c ≥ 0 added to the target class's
 logit (through the bias of the layer that produces the logits) restores them. c is read off
 held-out predictions (cross-validation folds, never the samples an edit was fitted on), in
-two readings (:data:`OFFSET_RULES`) that are both scored as candidates: the c that gives the
-target class back its own probability, and the c that costs the clean samples least.
+three readings (:data:`OFFSET_RULES`) that are all scored as candidates: the c that gives the
+target class back its own probability, the c that gives it back its logit margin, and the c
+that costs the clean samples least.
+
+The margin matters where the probability cannot see it: a confident target-class sample
+keeps a probability near 1 while its margin shrinks, and the few borderline samples of the
+class that a hundred clean samples hold one or none of then leave it (measured on
+vgg11_badnets_1pct, slice 1: every edit that met the goal kept all 8 held-out target
+samples at probability ≈ 1, and lost 1.8–3.1 points of target-class accuracy on 3,000
+unseen images; the margin reading gave back 0.35–0.93 of a median margin of 9.1 and held
+the loss to 0.0–2.5 points at 0.1–0.4 points more attack success).
 """
 from __future__ import annotations
 
@@ -90,6 +99,7 @@ def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
     taken = takeover(shares, target, shares[target], takeover_level(int(others.sum())))
     success = taken[1] if taken else shares[target]
     return {"attack_success": success,
+            "target_erosion": target_erosion(before, clean_scores, target, offset),
             "labelled_drop": labelled,
             "agreement": float((answered == reference).mean()),
             "expected_drop": float(expected.mean()),
@@ -98,6 +108,25 @@ def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
             "trigger_shift": mean(moved, others),
             "clean_shift": float(distance.mean()),
             "target_shift": mean(distance, own)}
+
+
+def margins(scores: np.ndarray, target: int, offset: float | np.ndarray = 0.0) -> np.ndarray:
+    """(N,) the target logit, with ``offset``, less the largest other logit."""
+    logits = as_logits(scores).astype(np.float64)
+    return logits[:, target] + offset - np.delete(logits, target, axis=1).max(axis=1)
+
+
+def target_erosion(before: np.ndarray, after: np.ndarray, target: int,
+                   offset: float | np.ndarray = 0.0) -> float:
+    """The median loss of logit margin over the samples the original model puts in the
+    target class, as a share of their median margin (0 with none, or none lost)."""
+    own = before.argmax(1) == target
+    if not own.any():
+        return 0.0
+    offsets = np.broadcast_to(np.asarray(offset, np.float64), (len(before),))[own]
+    was = margins(before[own], target)
+    lost = float(np.median(was - margins(after[own], target, offsets)))
+    return max(lost, 0.0) / max(float(np.median(was)), 1e-12)
 
 
 def takeover_level(count: int) -> float:
@@ -164,12 +193,23 @@ def restoring_offset(before: np.ndarray, after: np.ndarray, target: int) -> floa
     return high
 
 
-# the two readings of the offset, both cross-validated: restoring the target class's own
+def margin_offset(before: np.ndarray, after: np.ndarray, target: int) -> float:
+    """c ≥ 0 that gives the held-out target-class samples back their median logit margin
+    (capped at one standard deviation of the target logit)."""
+    own = before.argmax(1) == target
+    if not own.any():
+        return 0.0
+    lost = float(np.median(margins(before[own], target) - margins(after[own], target)))
+    return float(np.clip(lost, 0.0, np.std(as_logits(after)[:, target])))
+
+
+# the readings of the offset, each cross-validated: restoring the target class's own
 # probability wins back what a blend's target shares with its trigger (cnn_blended: target
-# class +14.6 points where the cheapest reading lost 3.3), and the cheapest does not take
-# other classes' samples to do so (jax_cnn_sig: restoring took 2.3–4.8 points of clean
-# accuracy to give the target class 5–13 points more than it had)
-OFFSET_RULES = (restoring_offset, cheapest_offset)
+# class +14.6 points where the cheapest reading lost 3.3), restoring its margin what the
+# probability cannot see (module docstring), and the cheapest does not take other classes'
+# samples to do so (jax_cnn_sig: restoring took 2.3–4.8 points of clean accuracy to give
+# the target class 5–13 points more than it had)
+OFFSET_RULES = (restoring_offset, margin_offset, cheapest_offset)
 
 
 def offset_bias(layer: Layer, bias: np.ndarray, target: int, offset: float) -> np.ndarray:

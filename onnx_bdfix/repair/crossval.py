@@ -19,6 +19,7 @@ from .layers import Layer
 from .plan import Plan, RepairConfig
 
 Strength = tuple[float, float, float, float]   # (alpha, eps, overshoot, target-key weight)
+TARGET_EROSION = 0.02   # share of the target class's median logit margin an edit may take
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class CandidateResult:
     clean_shift: float             # mean total-variation distance from the original, clean
     target_shift: float            # the same, over the target class's samples
     trigger_shift: float = 0.0     # triggered non-target samples: distance from clean answers
+    target_erosion: float = 0.0    # target-class samples' median logit margin lost, a share
     expected_drop: float = 0.0     # label-free estimate of the clean-accuracy loss (anchor.py)
     labelled_drop: float | None = None   # held-out clean-accuracy loss, where labels are given
     target_offset: float = 0.0     # added to the target logit by the repair step
@@ -207,14 +209,37 @@ def meeting(results: list[CandidateResult], config: RepairConfig) -> list[Candid
 
 def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateResult | None:
     """The edit to write. Among the candidates within the clean-cost bound that meet
-    ``max_asr``, the lowest smooth score (ties to the earlier, fewer layers). When none
-    meets it: with ``config.must_meet_asr`` (a known trigger) :class:`RepairShortfall`;
-    else the lowest score within the bound (hardening), or None when none is within it."""
+    ``max_asr``, the lowest smooth score (ties to the earlier, fewer layers), written with
+    the reading of its offset that keeps the target class's margin if one of them meets it
+    too (:func:`margin_kept`). When none meets it: with ``config.must_meet_asr`` (a known
+    trigger) :class:`RepairShortfall`; else the lowest score within the bound (hardening),
+    or None when none is within it."""
     ranked = meeting(results, config)
     if not ranked and config.must_meet_asr:
         raise RepairShortfall(shortfall(results, config))
     ranked = ranked or within(results, config)
-    return min(ranked, key=lambda result: round(result.score, 6)) if ranked else None
+    if not ranked:
+        return None
+    best = min(ranked, key=lambda result: round(result.score, 6))
+    return margin_kept(best, ranked) or best
+
+
+def margin_kept(best: CandidateResult, ranked: list[CandidateResult]
+                ) -> CandidateResult | None:
+    """The lowest-scoring reading of ``best``'s edit (same layers and strength, another
+    target-logit offset) among ``ranked`` whose held-out target-class samples keep their
+    median logit margin (lose at most TARGET_EROSION of it); None when ``best`` loses
+    more and no such reading exists. The few target samples a hundred clean ones hold stay
+    at probability ≈ 1 while the margin shrinks, and the class's borderline samples, which
+    they rarely include, leave it (anchor.py). Only the offset changes: the edit chosen by
+    the score stays (choosing edits by their margin instead picked weaker ones: on
+    vgg11_lf, 5.3 % attack success on unseen images where the score's own pick left 1.0)."""
+    if best.target_erosion <= TARGET_EROSION + 1e-12:
+        return best
+    edit = lambda r: (r.layers, r.alpha, r.eps, r.target_weight, r.first)  # noqa: E731
+    kept = [r for r in ranked if edit(r) == edit(best)
+            and r.target_erosion <= TARGET_EROSION + 1e-12]
+    return min(kept, key=lambda result: round(result.score, 6)) if kept else None
 
 
 def shortfall(results: list[CandidateResult], config: RepairConfig) -> str:

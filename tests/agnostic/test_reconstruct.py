@@ -1,5 +1,6 @@
 """Pieces of the trigger reconstruction: the blend refinement, the weakest ratio, the
-dealing of reconstructions over folds, the exact clean bound."""
+dealing of reconstructions over folds, the reconstructions a class offers its folds, the
+exact clean bound."""
 import numpy as np
 import pytest
 from conftest import init, make_model, tensor_info
@@ -7,6 +8,7 @@ from onnx import helper
 
 from onnx_bdfix.agnostic.geometry import blend, geometry
 from onnx_bdfix.agnostic.refine import refine_blend, weakest_ratio
+from onnx_bdfix.agnostic.search import _keep_best, _keep_best_found, Found
 from onnx_bdfix.data import TriggerSet
 from onnx_bdfix.model.runtime import open_runner
 
@@ -54,3 +56,20 @@ def test_reconstructions_are_dealt_one_set_per_fold():
         assert turns == {fold, fold + 4}                       # no fold shares a trigger
     fewer = TriggerSet(list("ab")).by_fold(order, bounds)
     assert set(fewer.turns.tolist()) == {0, 1}
+
+
+def test_a_class_offers_its_folds_other_kinds_of_reconstruction_first():
+    """Three patches and a colour field all flip the class; the field, offered last and no
+    stronger, still comes second: each fold is to hold a kind the others were not fitted
+    on. A kind below the level is not offered."""
+    geo = geometry((1, 8, 8))
+    made = [blend(geo, np.full((8, 8), 0.1 * k), np.ones((8, 8)), f"t{k}") for k in range(6)]
+    best = {}
+    for k in range(3):
+        _keep_best(best, np.array([0.2, 1.0]), {"family": "patch"}, made[k])
+    _keep_best(best, np.array([0.2, 0.5]), {"family": "wave"}, made[3])
+    _keep_best_found(best, Found(1, 1.0, {"family": "low frequency"}, made[4]))
+    _keep_best_found(best, Found(1, 0.95, {"family": "warp"}, made[5]))
+    offered = best[1].strong(0.9, most=4)
+    assert [t.source for t in offered] == ["t0", "t4", "t5", "t1"]
+    assert best[1].families["wave"][0] == 0.5 and best[1].trigger is made[0]

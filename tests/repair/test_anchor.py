@@ -8,11 +8,13 @@ from onnx_bdfix.repair.crossval import anchor_offsets
 from onnx_bdfix.repair.anchor import (
     held_out_figures,
     logit_layer,
+    margin_offset,
     offset_bias,
     cheapest_offset,
     restoring_offset,
     softmax,
     takeover_level,
+    target_erosion,
 )
 from onnx_bdfix.repair.edit import Anchor, edited_model
 from onnx_bdfix.repair.layers import find_layers
@@ -135,3 +137,23 @@ def test_a_third_class_counts_before_it_reaches_the_evaluation_level():
 def test_takeover_level_nears_the_evaluation_level_with_more_samples():
     assert takeover_level(100) == pytest.approx(0.25 - 2 * np.sqrt(0.1875 / 100))
     assert takeover_level(100) < takeover_level(3000) < 0.25
+
+
+def test_a_lost_margin_is_read_as_a_share_and_given_back():
+    """Confident target samples (margin ≈ 9) lose 0.6 of their logit margin, their
+    probability staying ≈ 1: the erosion reads 0.6 of the median margin, the margin
+    reading gives back exactly 0.6, and with it nothing is lost."""
+    rng = np.random.default_rng(1)
+    before = rng.normal(size=(100, 4))
+    before[:10, 1] += 9.0                                   # 10 confident class-1 samples
+    after = before.copy()
+    after[:, 1] -= 0.6
+    assert softmax(after)[:10, 1].min() > 0.99
+    assert margin_offset(before, after, 1) == pytest.approx(0.6, abs=1e-9)
+    own = before[before.argmax(1) == 1]                    # (the 10, and some by chance)
+    margin = np.median(own[:, 1] - np.delete(own, 1, axis=1).max(1))
+    assert target_erosion(before, after, 1) == pytest.approx(0.6 / margin)
+    assert target_erosion(before, after, 1, 0.6) == pytest.approx(0.0, abs=1e-9)
+    assert held_out_figures(before, after, after, 1, 0.6)["target_erosion"] == \
+        pytest.approx(0.0, abs=1e-9)
+    assert target_erosion(before, before + 1.0, 1) == 0.0   # nothing lost

@@ -30,6 +30,18 @@ def test_choice_keeps_to_the_bound_and_prefers_the_lowest_score_that_meets_the_g
     assert choose(results, RepairConfig(max_clean_drop=0.05)).layers == ("costly",)
 
 
+def test_the_chosen_edit_is_written_with_the_offset_that_keeps_the_target_margin():
+    eroding = candidate(0.0, 0.002, 0.10, "fc")
+    eroding.target_erosion = 0.08
+    restored = candidate(0.01, 0.004, 0.20, "fc")
+    restored.target_offset, restored.target_erosion = 0.7, 0.0
+    other = candidate(0.0, 0.001, 0.15, "other")            # another edit, margin kept
+    chosen = choose([eroding, restored, other], RepairConfig())
+    assert chosen.layers == ("fc",) and chosen.target_offset == 0.7
+    restored.attack_success = 0.05                 # that reading no longer meets the goal
+    assert choose([eroding, restored, other], RepairConfig()) is eroding
+
+
 def test_shortfall_names_what_the_best_edit_leaves_and_the_bound_it_needs():
     results = [candidate(0.00, 0.034, 0.01, "costly"), candidate(0.12, 0.004, 0.2, "weak")]
     with pytest.raises(RepairShortfall) as raised:

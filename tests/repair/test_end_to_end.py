@@ -12,7 +12,6 @@ from conftest import BACKDOORED, FIXTURES, card
 from onnx import numpy_helper
 
 from onnx_bdfix.data import load_data, load_trigger
-from onnx_bdfix.errors import RepairShortfall
 from onnx_bdfix.evaluation import evaluate
 from onnx_bdfix.model import load_model, model_input
 from onnx_bdfix.repair import RepairConfig, repair_model
@@ -65,12 +64,18 @@ def test_backdoor_is_removed(name, tmp_path):
     assert not any(c["layers"][0].endswith("(+bypass)") for c in report.candidates)
 
 
-def test_label_free_cost_is_held_as_a_bound_by_default(tmp_path):
-    """At the default 1 %, cnn_blended's repair is refused, and the line names the bound
-    that would allow it (the estimate cannot tell a restored answer from a lost one)."""
-    with pytest.raises(RepairShortfall, match=r"--max-clean-drop 0\.0[1-3]\d would allow"):
-        repair_fixture("cnn_blended", tmp_path / "out.onnx")
-    assert not (tmp_path / "out.onnx").exists()
+def test_the_margin_reading_repairs_cnn_blended_within_the_default_bound(tmp_path):
+    """At the default 1 %, cnn_blended's repair was refused: the label-free estimate counts
+    the target-class answers a repair gives back as lost. The reading of the logit offset
+    that gives the target samples back their margin brings the estimate within the bound
+    (measured 0.9 %), and on 3,000 unseen images the repair holds every criterion (measured:
+    attack success 99.8 -> 0.2 %, clean accuracy -0.4, target class +3.0 points)."""
+    report, before, after = repair_fixture("cnn_blended", tmp_path / "out.onnx")
+    assert report.chosen_figures["clean_cost"] <= 0.01
+    assert report.chosen_figures["target_erosion"] <= 0.02
+    assert after.attack_success_rate <= 0.02
+    assert before.clean_accuracy - after.clean_accuracy <= 0.01
+    assert before.target_class_accuracy - after.target_class_accuracy <= 0.02
 
 
 def test_clean_model_keeps_its_accuracy(tmp_path):
