@@ -58,7 +58,7 @@ def restore(cache: Path, store: Path = STORE) -> list[str]:
             continue
         folder = cache / name
         folder.mkdir(parents=True, exist_ok=True)
-        for kept in KEPT[::2]:                                   # model.onnx, trigger.npz
+        for kept in ("model.onnx", "trigger.npz"):              # the card comes last
             if (card_path.parent / kept).is_file():
                 shutil.copy2(card_path.parent / kept, folder / kept)
         card = json.loads(card_path.read_text())

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def first_step(results: list[CandidateResult], config: RepairConfig) -> Step | None:
     """The single-step edit within the bound that leaves the least held-out attack success
-    (None when none is within it, or none removes any)."""
+    (None when none is within it)."""
     kept = [r for r in within(results, config) if r.first is None]
     if not kept:
         return None

@@ -68,6 +68,18 @@ def test_a_noise_blend_starts_at_the_pattern_it_is_given():
     assert np.allclose(noise.image(noise.start_at(pattern)), inside)
 
 
+def linear_model(w: np.ndarray, rng):
+    """(N, 3, 16, 16) -> logits = w · x, w (CLASSES, 3, 16, 16); and a probe of 64 uniform
+    samples."""
+    model = make_model([helper.make_node("Flatten", ["x"], ["f"]),
+                        helper.make_node("Gemm", ["f", "w", "b"], ["logits"], transB=1)],
+                       [tensor_info("x", ["N", 3, SIDE, SIDE])],
+                       [tensor_info("logits", ["N", CLASSES])],
+                       [init("w", w.reshape(CLASSES, -1).astype(np.float32)),
+                        init("b", np.zeros(CLASSES, np.float32))])
+    return open_runner(model, "cpu"), rng.uniform(0, 1, (64, 3, SIDE, SIDE)).astype(np.float32)
+
+
 def quadrant_model(secret: np.ndarray, strength: float, rng):
     """(N, 3, 16, 16) in [0, 1] -> 4 classes by the mean of four quadrants; class 2 also
     answers to ``secret`` (3, H, W), zero-mean, blended in (a planted backdoor); and a
@@ -76,13 +88,7 @@ def quadrant_model(secret: np.ndarray, strength: float, rng):
     for cls, (top, left) in enumerate([(0, 0), (0, 8), (8, 0), (8, 8)]):
         w[cls, :, top:top + 8, left:left + 8] = 1.0 / 64
     w[TARGET] += strength * secret / np.abs(secret).sum()
-    model = make_model([helper.make_node("Flatten", ["x"], ["f"]),
-                        helper.make_node("Gemm", ["f", "w", "b"], ["logits"], transB=1)],
-                       [tensor_info("x", ["N", 3, SIDE, SIDE])],
-                       [tensor_info("logits", ["N", CLASSES])],
-                       [init("w", (40 * w.reshape(CLASSES, -1)).astype(np.float32)),
-                        init("b", np.zeros(CLASSES, np.float32))])
-    return open_runner(model, "cpu"), rng.uniform(0, 1, (64, 3, SIDE, SIDE)).astype(np.float32)
+    return linear_model(40 * w, rng)
 
 
 def planted_noise_model():
@@ -188,13 +194,7 @@ def planted_field_model():
     secret = np.stack([np.cos(2 * np.pi * (yy + 2 * xx)), np.cos(2 * np.pi * xx + 1),
                        -np.cos(2 * np.pi * (2 * yy - xx))])                  # (3, H, W)
     w[TARGET] += secret / np.linalg.norm(secret)
-    model = make_model([helper.make_node("Flatten", ["x"], ["f"]),
-                        helper.make_node("Gemm", ["f", "w", "b"], ["logits"], transB=1)],
-                       [tensor_info("x", ["N", 3, SIDE, SIDE])],
-                       [tensor_info("logits", ["N", CLASSES])],
-                       [init("w", (30 * w.reshape(CLASSES, -1)).astype(np.float32)),
-                        init("b", np.zeros(CLASSES, np.float32))])
-    return open_runner(model, "cpu"), rng.uniform(0, 1, (64, 3, SIDE, SIDE)).astype(np.float32)
+    return linear_model(30 * w, rng)
 
 
 def test_the_planted_colour_field_is_found_by_the_low_frequency_family():
