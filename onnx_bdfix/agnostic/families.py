@@ -36,12 +36,20 @@ def patch_side(geo: Geometry) -> int:
 
 def positions(geo: Geometry, size: int | None = None) -> Iterator[tuple[int, int]]:
     """(top, left) of every menu patch (of side ``size``, default the menu's): a grid at
-    half the menu patch's side."""
-    step = max(1, patch_side(geo) // 2)
+    half the menu patch's side, rounded up, and the last row and column flush with the
+    edge. Rounded down, a 3-pixel patch stepped by one pixel: on 28×28 input the patches
+    took 173k of the 200k evaluations, and the optimized families starved (gray_cnn_lf's
+    colour field); refinement moves a patch by single pixels anyway."""
+    step = -(-patch_side(geo) // 2)
     size = size or patch_side(geo)
-    for top in range(0, geo.height - size + 1, step):
-        for left in range(0, geo.width - size + 1, step):
+    for top in _grid(geo.height - size, step):
+        for left in _grid(geo.width - size, step):
             yield top, left
+
+
+def _grid(last: int, step: int) -> list[int]:
+    """0, step, 2·step, ... and ``last`` itself."""
+    return sorted(set(range(0, last + 1, step)) | {last})
 
 
 def patch_triggers(geo: Geometry, span: Domain) -> Iterator[tuple[dict, Trigger]]:
