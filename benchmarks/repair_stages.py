@@ -1,5 +1,5 @@
 """One known-trigger repair of a zoo model, stage by stage: the best held-out candidates of the
-plain, merge and sequential edits, within the clean-cost bound and at any cost (run by hand).
+plain, stronger (merge, normalization scale) and sequential edits, within the clean-cost bound and at any cost (run by hand).
 
     python benchmarks/repair_stages.py jax_cnn_sig 0      # model, 100-sample slice of its pool
 """
@@ -23,7 +23,7 @@ from onnx_bdfix.metrics import declared_target  # noqa: E402
 from onnx_bdfix.repair.crossval import (  # noqa: E402
     bounded_cost,
     cross_validate_all,
-    cross_validate_merges,
+    cross_validate_stronger,
     within,
 )
 from onnx_bdfix.repair.fit import collect_fit, order_samples  # noqa: E402
@@ -65,9 +65,9 @@ def main() -> None:
     if plan.stronger:
         plan = replace(plan, with_stronger=True)
         fit = collect_fit(plan, samples, config, declared)
-        merges = cross_validate_merges(plan, fit, config)
-        show("merge", merges, config)
-        results += merges
+        stronger = cross_validate_stronger(plan, fit, config)
+        show("stronger", stronger, config)
+        results += stronger
     show("sequential", cross_validate_sequential(plan, fit, results, samples, config), config)
 
 

@@ -62,7 +62,8 @@ def patchify(layer: Layer) -> bool:
 def branch_sets(index: GraphIndex, layers: list[Layer], output: str,
                 late: int = 6) -> list[tuple[Layer, Layer]]:
     """Pairs of late, bypassed layers that together cut every path (both branches of a merge)."""
-    bypassed = [layer for layer in layers if index.has_bypass({layer.node_index}, output)]
+    bypassed = [layer for layer in layers if layer.affine is None
+                and index.has_bypass({layer.node_index}, output)]
     pairs = []
     for first, second in itertools.combinations(bypassed[-late:], 2):
         if not index.has_bypass({first.node_index, second.node_index}, output):
@@ -79,7 +80,7 @@ def keys_per_sample(index: GraphIndex, layers: list[Layer]) -> dict[str, int]:
     counts = {}
     for layer in layers:
         dims = shapes.get(layer.output_tensor, [])
-        inner = dims[2:] if layer.op == "Conv" else dims[1:-1]
+        inner = dims[2:] if layer.op in ("Conv", "BatchNormalization") else dims[1:-1]
         counts[layer.name] = int(np.prod(inner)) if inner else 1
     return counts
 
@@ -106,7 +107,7 @@ def candidate_sets(index: GraphIndex, layers: list[Layer], output: str,
     data that the cross-validation did not see, so it is only done when named.
     """
     cheap = affordable(index, layers) if cheap is None else cheap
-    every = unbypassed(index, layers, output)
+    every = [layer for layer in unbypassed(index, layers, output) if layer.affine is None]
     singles = [layer for layer in every if layer.name in cheap][-max_layers:]
     if not singles and every:
         singles = [min(every, key=lambda layer: layer.key_dim)]
@@ -118,8 +119,6 @@ def candidate_sets(index: GraphIndex, layers: list[Layer], output: str,
     return sets
 
 
-
-
 def merge_layers(index: GraphIndex, layers: list[Layer], output: str,
                  max_layers: int = 4, cheap: set[str] | None = None) -> list[Layer]:
     """The stronger edits, tried when the plain ones fall short: the latest affordable
@@ -129,3 +128,13 @@ def merge_layers(index: GraphIndex, layers: list[Layer], output: str,
     branches = [layer for layer in layers if layer.merge_skip and layer.name in cheap
                 and index.has_bypass({layer.node_index}, output)]
     return [layer.with_bypass() for layer in reversed(branches[-max_layers:])]
+
+
+def affine_layers(index: GraphIndex, layers: list[Layer], output: str,
+                  max_layers: int = 4) -> list[Layer]:
+    """The stronger edits of a normalization's per-channel scale (:mod:`.affine`): those
+    every data path passes, latest first, tried with the merge edits. A plain edit of the
+    linear layer after a normalization can already rescale its channels; one in front of a
+    nonlinearity cannot, which is where this edit adds to the plain ones."""
+    return [layer for layer in reversed(unbypassed(index, layers, output))
+            if layer.affine is not None][:max_layers]

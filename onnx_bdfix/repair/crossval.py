@@ -89,8 +89,8 @@ def cross_validate_all(plan: Plan, fit: Fit, config: RepairConfig) -> list[Candi
     """Candidates in order of cost, each stage tried only when none of the earlier ones
     within the clean-cost bound brings held-out attack success to ``config.max_asr``:
     the plain layer sets at the given strength, then the same sets unlearning harder (the
-    rest of ``alpha_grid``). The merge edits come after, from a second collect pass
-    (:func:`cross_validate_merges`)."""
+    rest of ``alpha_grid``). The stronger edits come after, from a second collect pass
+    (:func:`cross_validate_stronger`)."""
     grid = strengths(fit, config)
     harder = [strength for strength in every_strength(fit, config) if strength not in grid]
     results = _run(plan, fit, config, plan.sets, grid)
@@ -99,8 +99,9 @@ def cross_validate_all(plan: Plan, fit: Fit, config: RepairConfig) -> list[Candi
     return results
 
 
-def cross_validate_merges(plan: Plan, fit: Fit, config: RepairConfig) -> list[CandidateResult]:
-    """The merge edits over the whole strength grid (``fit`` must hold their statistics)."""
+def cross_validate_stronger(plan: Plan, fit: Fit, config: RepairConfig) -> list[CandidateResult]:
+    """The stronger edits (merge edits, normalization scales) over the whole strength grid
+    (``fit`` must hold their statistics)."""
     return _run(plan, fit, config, plan.stronger, every_strength(fit, config))
 
 

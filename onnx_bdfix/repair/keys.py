@@ -19,6 +19,8 @@ def split_samples(layer: Layer, activation: np.ndarray, first: int):
 def keys(layer: Layer, activation: np.ndarray) -> np.ndarray:
     """The layer's input as keys: (groups, n_keys, d) float32, one row per output location."""
     activation = np.asarray(activation, dtype=np.float32)
+    if layer.affine is not None:
+        return layer.affine.keys(activation)
     if layer.op == "Conv":
         return conv_keys(layer, activation)
     if layer.op == "Gemm" and layer.attrs.get("transA", 0):

@@ -3,7 +3,8 @@
 For each supported op this module finds the weight matrix W (groups, m, d), with an exact
 inverse back to the initializer; :mod:`.keys` turns the layer's input into keys. A MatMul
 whose weight comes through a Transpose of a constant (exporters write a linear layer's
-(out, in) weight that way) is edited through that constant.
+(out, in) weight that way) is edited through that constant. A normalization's per-channel
+scale is a grouped memory of one value per key (:mod:`.affine`).
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..model.index import index_of
+from .affine import AFFINE_OPS, Affine, affine_of
 
-EDITABLE_OPS = ("Conv", "Gemm", "MatMul")
+EDITABLE_OPS = ("Conv", "Gemm", "MatMul") + AFFINE_OPS
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Layer:
     merge_skip: str = ""     # the other input of the residual Add the output flows into
     merge: bool = False      # edit it to answer for that bypass too (a merge edit)
     transposed: bool = False  # MatMul: B is Transpose(weight), the weight stored (m, d)
+    affine: Affine | None = None  # a normalization's per-channel scale (d = m = 1)
 
     def with_bypass(self) -> "Layer":
         """The same layer as a merge edit: it also makes up for what its bypass carries."""
@@ -79,6 +82,9 @@ def _as_layer(node: onnx.NodeProto, index: int, inits: dict, producers: dict,
         return None
     if len(node.input) < 2 or node.input[0] in inits:
         return None
+    affine = affine_of(node, inits) if node.op_type in AFFINE_OPS else None
+    if node.op_type in AFFINE_OPS and affine is None:
+        return None
     stored = node.input[1] if node.input[1] in inits else \
         _transposed_constant(node, inits, producers, users)
     if not stored:
@@ -93,6 +99,9 @@ def _as_layer(node: onnx.NodeProto, index: int, inits: dict, producers: dict,
     common = dict(name=name, op=node.op_type, node_index=index, weight=weight.name,
                   key_tensor=node.input[0], output_tensor=node.output[0], weight_shape=shape,
                   weight_dtype=np.dtype(dtype).name, attrs=attrs)
+    if affine is not None:
+        channels = int(np.prod(shape))
+        return Layer(groups=channels, key_dim=1, out_dim=1, affine=affine, **common)
     if node.op_type == "Conv":
         if len(shape) not in (3, 4):
             return None
@@ -128,7 +137,7 @@ def _transposed_constant(node: onnx.NodeProto, inits: dict, producers: dict,
 def _bias(node: onnx.NodeProto, layer: Layer, users: dict, inits: dict) -> str:
     """The bias initializer, when it holds exactly one value per output channel."""
     name = ""
-    if node.op_type in ("Conv", "Gemm") and len(node.input) > 2:
+    if node.op_type in ("Conv", "Gemm", *AFFINE_OPS) and len(node.input) > 2:
         name = node.input[2]
     elif layer.followed_by == "Add (bias)":
         name = next(i for i in users[node.output[0]][0].input if i in inits)
@@ -178,6 +187,8 @@ def weight_array(model, layer: Layer) -> np.ndarray:
 
 def to_matrices(layer: Layer, weight: np.ndarray) -> np.ndarray:
     """The initializer as W: (groups, m, d) float64."""
+    if layer.affine is not None:
+        return layer.affine.matrices(weight)
     weight = weight.astype(np.float64)
     if layer.op == "Conv":
         return weight.reshape(layer.groups, layer.out_dim, layer.key_dim)
@@ -192,6 +203,8 @@ def to_matrices(layer: Layer, weight: np.ndarray) -> np.ndarray:
 def from_matrices(layer: Layer, matrices: np.ndarray) -> np.ndarray:
     """Inverse of :func:`to_matrices`, in the initializer's shape and dtype."""
     dtype = np.dtype(layer.weight_dtype)
+    if layer.affine is not None:
+        return layer.affine.scale(matrices).reshape(layer.weight_shape).astype(dtype)
     if layer.op == "Conv":
         return matrices.reshape(layer.weight_shape).astype(dtype)
     if layer.op == "Gemm":

@@ -1,9 +1,9 @@
 """Known-trigger repair, end to end, as one plain function of named stages:
 
     plan → order samples → collect → cross-validate → (only when the plain edits fall
-    short: collect again with the merge edits, cross-validate them; when those fall short
-    too: sequential edits, collected again through the best one) → choose → edit →
-    verify and save → report
+    short: collect again with the stronger edits, merge edits and normalization scales,
+    and cross-validate them; when those fall short too: sequential edits, collected again
+    through the best one) → choose → edit → verify and save → report
 
 ``choose`` holds the clean cost as a bound: when no edit within ``max_clean_drop`` reaches
 ``max_asr`` on held-out samples, a known-trigger repair raises
@@ -31,7 +31,7 @@ from .crossval import (
     CandidateResult,
     choose,
     cross_validate_all,
-    cross_validate_merges,
+    cross_validate_stronger,
     meeting,
 )
 from .edit import Anchor, edited_model
@@ -77,11 +77,11 @@ def repair_model(model, clean: Dataset, triggered, out_path,
     with clock("choose"):
         results = cross_validate_all(plan, fit, config)
     if config.stronger and plan.stronger and not meeting(results, config):
-        with clock("collect"):    # a second pass, for the merge edits (and again the plain
+        with clock("collect"):    # a second pass, for the stronger edits (and again the plain
             plan = replace(plan, with_stronger=True)   # ones, so one Fit holds every choice)
             fit = collect_fit(plan, samples, config, declared, progress, labels)
         with clock("choose"):
-            results += cross_validate_merges(plan, fit, config)
+            results += cross_validate_stronger(plan, fit, config)
     if config.stronger and not meeting(results, config):
         with clock("choose"):                     # its collect passes counted here
             results += cross_validate_sequential(plan, fit, results, samples, config,

@@ -12,7 +12,7 @@ from ..data import Dataset
 from ..errors import DataError, ModelError
 from ..model import LoadedModel, model_input, score_output
 from ..model.save import check_model_output
-from .candidates import affordable, merge_layers, pick_layers
+from .candidates import affine_layers, affordable, merge_layers, pick_layers
 from .layers import Layer, find_layers
 
 MIN_SAMPLES = 8
@@ -70,8 +70,9 @@ class Plan:
     sets: list[tuple[str, ...]]
     order: np.ndarray          # (N,) sample permutation that groups the folds
     bounds: list[int]          # fold f holds rows bounds[f]:bounds[f + 1] of the permuted data
-    stronger: list[tuple[str, ...]] = ()   # merge edits, tried when ``sets`` fall short
-    with_stronger: bool = False   # collect for the merge edits too (the second pass)
+    # merge edits and normalization scales, tried when ``sets`` fall short
+    stronger: list[tuple[str, ...]] = ()
+    with_stronger: bool = False   # collect for the stronger edits too (the second pass)
 
     @property
     def by_name(self) -> dict[str, Layer]:
@@ -80,7 +81,7 @@ class Plan:
     @property
     def involved(self) -> list[Layer]:
         """The layers whose statistics the collect pass gathers: the plain candidates, and
-        the merge edits only in the second pass (:attr:`with_stronger`)."""
+        the stronger edits only in the second pass (:attr:`with_stronger`)."""
         every = [*self.sets, *(self.stronger if self.with_stronger else ())]
         return [layer for layer in self.layers if any(layer.name in s for s in every)]
 
@@ -115,10 +116,11 @@ def make_plan(loaded: LoadedModel, clean: Dataset, out_path, config: RepairConfi
     cheap = affordable(loaded.index, layers) if automatic else None   # shapes inferred once
     sets = pick_layers(config.layers, layers, loaded.index, output, config.max_auto_layers,
                        cheap)
-    merges = []
+    merges, scales = [], []
     if automatic and config.stronger:
         merges = merge_layers(loaded.index, layers, output, config.max_auto_layers, cheap)
+        scales = affine_layers(loaded.index, layers, output, config.max_auto_layers)
     folds = min(config.folds, max(2, len(clean) // 10))
     order, bounds = fold_order(len(clean), folds, config.seed)
     return Plan(loaded, output, layers + merges, sets, order, bounds,
-                [(layer.name,) for layer in merges])
+                [(layer.name,) for layer in merges + scales])

@@ -43,9 +43,11 @@ def first_step(results: list[CandidateResult], config: RepairConfig) -> Step | N
 
 
 def second_sets(plan: Plan, first: Step) -> list[tuple[str, ...]]:
-    """The candidate layer sets a second step may edit: any that shares no layer with the
-    first."""
-    return [names for names in plan.sets if not set(names) & set(first.layers)]
+    """The candidate layer sets a second step may edit, plain or stronger: any that shares
+    no layer with the first (a normalization's scale after the linear layer before it is
+    the two edited together, each on keys the other leaves)."""
+    return [names for names in (*plan.sets, *plan.stronger)
+            if not set(names) & set(first.layers)]
 
 
 def after_first(plan: Plan, fit: Fit, first: Step, leave_out: int | None) -> Plan:

@@ -141,9 +141,11 @@ def test_conv_then_batchnorm_is_listed_with_its_follower():
          helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["y"])],
         [tensor_info("x", [1, 2, 5, 5])], [tensor_info("y", ["a", "b", "c", "d"])],
         [init("w", rng.normal(size=(channels, 2, 3, 3)).astype(np.float32))] + stats)
-    (layer,) = find_layers(model)
+    layer, norm = find_layers(model)
     assert (layer.name, layer.followed_by, layer.key_dim, layer.out_dim) == \
         ("conv", "BatchNormalization", 18, 3)
+    assert (norm.op, norm.groups, norm.key_dim, norm.key_tensor) == \
+        ("BatchNormalization", channels, 1, "c")
 
 
 def test_weights_that_are_not_constants_are_not_editable():

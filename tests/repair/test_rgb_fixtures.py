@@ -19,6 +19,7 @@ import onnx_bdfix as bd
 from onnx_bdfix.diff import diff_models
 from onnx_bdfix.errors import RepairShortfall
 from onnx_bdfix.repair import RepairConfig
+from onnx_bdfix.repair.layers import find_layers
 
 N_CLEAN = 100
 # fixture: (largest ASR after, largest clean-accuracy drop, largest target-class drop)
@@ -85,10 +86,11 @@ def test_vit_blend_is_removed(tmp_path):
 
 def test_stronger_edits_are_tried_in_order_of_cost_and_the_shortfall_is_refused(tmp_path):
     """On the ViT's second slice no plain edit at α = 0.1 reaches 2 % held-out attack
-    success, so the same layers are tried unlearning harder, then the branch layers as merge
-    edits (they answer for the residual bypass too), then sequential edits after the best of
-    them. None reaches it within any clean cost, so by default nothing is written; as
-    hardening, every stage is on the report, in order."""
+    success, so the same layers are tried unlearning harder, then the stronger edits: the
+    branch layers as merge edits (they answer for the residual bypass too) and the final
+    LayerNormalization's scale; then sequential edits after the best of them. None reaches
+    it within any clean cost, so by default nothing is written; as hardening, every stage
+    is on the report, in order."""
     folder = FIXTURES / "rgb_vit_blended"
     model = bd.load_model(folder / "model.onnx")
     pool = bd.load_data(folder / "clean.npz", model)
@@ -100,12 +102,14 @@ def test_stronger_edits_are_tried_in_order_of_cost_and_the_shortfall_is_refused(
     assert not (tmp_path / "o.onnx").exists()
     report = bd.repair_model(model, clean, trigger, tmp_path / "o.onnx",
                              RepairConfig(device="cpu", must_meet_asr=False))
+    scales = {layer.name for layer in find_layers(model) if layer.affine is not None}
     stages = [("sequential" if c["first"] else
-               "merge" if c["layers"][0].endswith("(+bypass)") else "plain", c["alpha"])
+               "merge" if c["layers"][0].endswith("(+bypass)") else
+               "scale" if c["layers"][0] in scales else "plain", c["alpha"])
               for c in report.candidates]
     plain = [alpha for kind, alpha in stages if kind == "plain"]
     assert plain[0] == 0.1 and {0.3, 1.0} <= set(plain)
-    order = {"plain": 0, "merge": 1, "sequential": 2}
+    order = {"plain": 0, "merge": 1, "scale": 1, "sequential": 2}
     assert stages.index(("plain", 0.3)) < min(i for i, s in enumerate(stages) if s[0] == "merge")
     assert [order[kind] for kind, _ in stages] == sorted(order[kind] for kind, _ in stages)
     assert {kind for kind, _ in stages} == set(order)
