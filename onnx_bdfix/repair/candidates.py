@@ -80,7 +80,10 @@ def keys_per_sample(index: GraphIndex, layers: list[Layer]) -> dict[str, int]:
     counts = {}
     for layer in layers:
         dims = shapes.get(layer.output_tensor, [])
-        inner = dims[2:] if layer.op in ("Conv", "BatchNormalization") else dims[1:-1]
+        if layer.affine is not None:                    # a key per channel and location
+            counts[layer.name] = max(1, int(np.prod(dims[1:])) // layer.groups)
+            continue
+        inner = dims[2:] if layer.op == "Conv" else dims[1:-1]
         counts[layer.name] = int(np.prod(inner)) if inner else 1
     return counts
 

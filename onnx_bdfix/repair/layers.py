@@ -82,7 +82,7 @@ def _as_layer(node: onnx.NodeProto, index: int, inits: dict, producers: dict,
         return None
     if len(node.input) < 2 or node.input[0] in inits:
         return None
-    affine = affine_of(node, inits) if node.op_type in AFFINE_OPS else None
+    affine = affine_of(node, inits, users) if node.op_type in AFFINE_OPS else None
     if node.op_type in AFFINE_OPS and affine is None:
         return None
     stored = node.input[1] if node.input[1] in inits else \

@@ -54,7 +54,12 @@ def _give_own_copy(proto: onnx.ModelProto, layer: Layer, weight: np.ndarray) -> 
     while name in taken:
         name += "_"
     proto.graph.initializer.append(numpy_helper.from_array(weight, name))
-    proto.graph.node[layer.node_index].input[1] = name
+    node = proto.graph.node[layer.node_index]
+    if layer.transposed:                        # the weight reaches it through a Transpose
+        node = GraphIndex(proto).producers[node.input[1]]
+    for position, used in enumerate(node.input):
+        if used == layer.weight:
+            node.input[position] = name
 
 
 def set_provenance(proto: onnx.ModelProto, provenance: dict) -> None:

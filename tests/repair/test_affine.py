@@ -44,7 +44,7 @@ def affine_output(model, x):
     matrices = to_matrices(layer, weight_array(model, layer))          # (C, 1, 1)
     values = np.matmul(keys(layer, x), matrices.transpose(0, 2, 1))[:, :, 0]
     bias = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "shift"))
-    return layer, values + bias[:, None]
+    return layer, values + bias.reshape(-1)[:, None]
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 5, 6), (7, 5)])
@@ -73,10 +73,39 @@ def test_layernorm_keys_times_weight_give_its_output():
     np.testing.assert_array_equal(from_matrices(layer, to_matrices(layer, scale)), scale)
 
 
+def mul_add_model(shape, constant_shape, rng, add_shape=None):
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["m"], name="mul"),
+             helper.make_node("Add", ["m", "shift"], ["y"], name="add")]
+    return make_model(nodes, [tensor_info("x", list(shape))], [tensor_info("y", list(shape))],
+                      [init("scale", rng.uniform(0.5, 2.0, constant_shape).astype(np.float32)),
+                       init("shift", rng.normal(size=add_shape or constant_shape)
+                            .astype(np.float32))])
+
+
+@pytest.mark.parametrize("shape,constant_shape,axis", [((2, 5, 3, 4), (1, 5, 1, 1), 1),
+                                                      ((2, 5, 3, 4), (5, 1, 1), 1),
+                                                      ((2, 3, 4, 5), (5,), 3)])
+def test_a_mul_add_pair_keys_times_weight_give_its_output(shape, constant_shape, axis):
+    rng = np.random.default_rng(3)
+    model = mul_add_model(shape, constant_shape, rng)
+    x = rng.normal(size=shape).astype(np.float32)
+    (expected,) = run(model, x)
+    layer, got = affine_output(model, x)
+    assert (layer.op, layer.groups, layer.bias, layer.followed_by) == \
+        ("Mul", 5, "shift", "Add (bias)")
+    np.testing.assert_allclose(got, np.moveaxis(expected, axis, 0).reshape(5, -1),
+                               rtol=1e-5, atol=1e-5)
+    scale = weight_array(model, layer)
+    np.testing.assert_array_equal(from_matrices(layer, to_matrices(layer, scale)), scale)
+
+
 def test_normalizations_whose_scale_is_no_per_channel_constant_are_not_editable():
     rng = np.random.default_rng(2)
     assert find_layers(layernorm_model((2, 3, 8), rng, axis=1)) == []
     assert find_layers(batchnorm_model((4, 3), rng, training_mode=1)) == []
+    assert find_layers(mul_add_model((2, 5), (1,), rng)) == []            # a scalar
+    assert find_layers(mul_add_model((2, 5, 3), (5, 3), rng)) == []       # not per channel
+    assert find_layers(mul_add_model((2, 5), (5,), rng, add_shape=(2, 5))) == []
 
 
 def gated_model(rng, d=6, classes=3, target=0):

@@ -95,3 +95,21 @@ def test_a_failing_check_leaves_nothing_behind(tmp_path):
     with pytest.raises(RuntimeError):
         save_model(loaded.proto, tmp_path / "out.onnx", loaded.external_tensors, check=refuse)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "in.weights"]
+
+
+def test_a_shared_weight_behind_a_transpose_is_copied_where_the_transpose_reads_it():
+    rng = np.random.default_rng(2)
+    shared = rng.normal(size=(4, 6)).astype(np.float32)                  # stored (m, d)
+    model = make_model([helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+                        helper.make_node("MatMul", ["x", "wt"], ["y"], name="fc"),
+                        helper.make_node("Identity", ["w"], ["w_seen"])],
+                       [tensor_info("x", ["N", 6])],
+                       [tensor_info("y", ["N", 4]), tensor_info("w_seen", [4, 6])],
+                       [init("w", shared)])
+    (layer,) = find_layers(model)
+    assert layer.transposed and layer.shared_weight
+    result = patched(model, {"fc": layer}, {"fc": 2 * shared})
+    x = rng.normal(size=(3, 6)).astype(np.float32)
+    y, seen = run(result, x)
+    np.testing.assert_allclose(y, x @ (2 * shared).T, rtol=1e-5)
+    np.testing.assert_array_equal(seen, shared)
