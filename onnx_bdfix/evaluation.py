@@ -43,7 +43,8 @@ class Evaluation:
     def as_dict(self) -> dict:
         return {**self.quality.as_dict(), "target_class": self.target_class,
                 "target_class_source": self.target_class_source, "provider": self.provider,
-                "target_confusion": self.target_confusion}
+                "target_confusion": self.target_confusion,
+                "per_class_accuracy": list(self.per_class_accuracy)}
 
 
 def triggered_rows(data: Dataset, triggered) -> Rows | np.ndarray | None:

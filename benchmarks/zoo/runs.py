@@ -46,8 +46,14 @@ def evaluate(model: Path, folder: Path, target: int) -> dict:
     if code:
         return {"error": err.strip().splitlines()[-1] if err.strip() else f"exit {code}"}
     figures = json.loads(out)
-    return {key: figures.get(key) for key in ("clean_accuracy", "attack_success_rate",
+    kept = {key: figures.get(key) for key in ("clean_accuracy", "attack_success_rate",
                                               "target_class_accuracy", "target_confusion")}
+    if figures.get("target_class") not in (None, target):
+        # the trigger now takes samples into a third class: the ASR is that class's share,
+        # and the backdoor's own target class is what its accuracy is judged on
+        kept["takeover_class"] = figures["target_class"]
+        kept["target_class_accuracy"] = figures["per_class_accuracy"][target]
+    return kept
 
 
 def repair(model: Path, folder: Path, card: dict, work: Path, start: int, count: int,

@@ -51,7 +51,10 @@ def test_repair_then_evaluate(cli, tmp_path):
                                "--trigger", str(BADNETS / "trigger.npz"), "--target-class", "0",
                                "--json"])
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["attack_success_rate"] < 0.05
+    figures = json.loads(result.stdout)
+    assert figures["attack_success_rate"] < 0.05
+    assert len(figures["per_class_accuracy"]) == 10
+    assert figures["per_class_accuracy"][0] == figures["target_class_accuracy"]
     result = cli.invoke(main, ["diff", str(BADNETS / "model.onnx"), str(out), "--json"])
     assert result.exit_code == 0, result.stderr
     changes = json.loads(result.stdout)
