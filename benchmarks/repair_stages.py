@@ -1,5 +1,6 @@
 """One known-trigger repair of a zoo model, stage by stage: the best held-out candidates of the
-plain, stronger (merge, normalization scale) and sequential edits, within the clean-cost bound and at any cost (run by hand).
+plain, stronger (merge, normalization scale) and sequential edits, within the clean-cost
+bound and at any cost (run by hand).
 
     python benchmarks/repair_stages.py jax_cnn_sig 0      # model, 100-sample slice of its pool
 """
