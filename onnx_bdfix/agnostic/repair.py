@@ -8,8 +8,10 @@ four at most; for a blend, the first is the strongest pattern refined toward the
 folds never saw, so the layer and strength are chosen for how the edit carries over to new
 instances of the trigger, not to the ones it was fitted on. This mode's own choices go to the
 pipeline as data: a second target-key weight (1) and the edit scored with and without the
-logit anchor are cross-validated too, and an edit must keep its held-out clean cost within
-``max_clean_drop``, else the weights are left as they were (a model with no backdoor to
+logit anchor are cross-validated too (and no slack reading of the anchor: a reconstruction
+does not measure how far the real trigger is from the target), and an edit must keep its
+held-out clean cost within ``max_clean_drop``, else the weights are left as they were (a
+model with no backdoor to
 remove is hardened only as far as that bound allows: ``must_meet_asr=False``). On a model
 the scan calls clean (and no class hinted), the bound holds the share of held-out clean
 answers the edit changes, not the label-free estimate of the accuracy it loses: a natural
@@ -53,7 +55,7 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
     trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)
     settings = replace(config, target_class=found.target, mode="agnostic",
                        target_weight_grid=(1.0,),
-                       score_without_anchor=True, must_meet_asr=False,
+                       score_without_anchor=True, target_slack=0.0, must_meet_asr=False,
                        bound_changed_answers=hint is None and not result.suspicious)
     report = repair_model(loaded, clean, trigger, out_path, settings, progress,
                     {"trigger": trigger.source, "trigger_arrays_sha256": trigger.sha256})

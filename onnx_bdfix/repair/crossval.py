@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from ..errors import RepairShortfall
-from .anchor import OFFSET_RULES, held_out_figures
+from .anchor import OFFSET_RULES, held_out_figures, slack_offset
 from .edit import edited_model
 from .fit import Fit
 from .layers import Layer
@@ -47,6 +47,7 @@ class CandidateResult:
     labelled_drop: float | None = None   # held-out clean-accuracy loss, where labels are given
     target_offset: float = 0.0     # added to the target logit by the repair step
     target_weight: float | None = None   # weight of the target class's clean keys
+    target_slack: float | None = None    # this edit's slack reading of the offset (anchor.py)
     first: Step | None = None      # a sequential edit's first step (this one is its second)
 
     @property
@@ -113,17 +114,17 @@ def every_strength(fit: Fit, config: RepairConfig) -> list[Strength]:
 def _run(plan: Plan, fit: Fit, config: RepairConfig, sets, grid) -> list[CandidateResult]:
     return [result for strength in grid for names in sets
             for result in cross_validate(fit, [plan.by_name[n] for n in names], strength,
-                                         config.score_without_anchor)]
+                                         config)]
 
 
 def cross_validate(fit: Fit, layers: list[Layer], strength: Strength,
-                   score_without_anchor: bool = False) -> list[CandidateResult]:
+                   config: RepairConfig) -> list[CandidateResult]:
     """Fit on all folds but one, score the held-out one on the tail after the edited
     layers; then the repair step's target-logit anchor, by each reading of its offset (and,
     if asked, no anchor): one candidate each."""
     parts = [held_out_scores(fit, layers, strength, fold)
              for fold in range(len(fit.bounds) - 1)]
-    return scored(fit, layers, strength, parts, score_without_anchor)
+    return scored(fit, layers, strength, parts, config)
 
 
 def held_out_scores(fit: Fit, layers: list[Layer], strength: Strength, fold: int
@@ -140,42 +141,52 @@ def held_out_scores(fit: Fit, layers: list[Layer], strength: Strength, fold: int
 
 
 def scored(fit: Fit, layers: list[Layer], strength: Strength, parts: list[tuple],
-           score_without_anchor: bool = False, first: Step | None = None
-           ) -> list[CandidateResult]:
+           config: RepairConfig, first: Step | None = None) -> list[CandidateResult]:
     """Candidates from every fold's held-out (clean, triggered) scores (``parts``, in fold
-    order), one per reading of the anchor's offset; ``first``: the edit made before these
-    layers were collected (:mod:`.sequential`)."""
+    order), one per reading of the anchor's offset (the slack reading too, with
+    ``config.target_slack``); ``first``: the edit made before these layers were collected
+    (:mod:`.sequential`)."""
     rows = np.concatenate(fit.held_out.rows)
     before = fit.collected.clean_scores[rows]                       # (kept, classes)
     labels = None if fit.labels is None else fit.labels[rows]       # (kept,)
     held_clean = np.concatenate([clean for clean, _ in parts])
     held_triggered = np.concatenate([triggered for _, triggered in parts])
     sizes = [len(clean) for clean, _ in parts]
-    offsets = [(0.0, 0.0)]
+    offsets, slack = [(0.0, 0.0)], None
     if fit.anchor_layer is not None:
-        offsets = distinct([anchor_offsets(before, held_clean, fit.target, sizes, rule)
-                            for rule in OFFSET_RULES])
-        if score_without_anchor and all(written > 0 for written, _ in offsets):
+        readings = [anchor_offsets(before, held_clean, fit.target, sizes, rule)
+                    for rule in OFFSET_RULES]
+        if config.target_slack > 0:
+            share = lambda *arrays: slack_offset(*arrays, share=config.target_slack)  # noqa
+            readings.append(anchor_offsets(before, held_clean, fit.target, sizes, share,
+                                           held_triggered))
+            slack = readings[-1][0]
+        offsets = distinct(readings)
+        if config.score_without_anchor and all(written > 0 for written, _ in offsets):
             offsets.append((0.0, 0.0))   # the anchor may lift unseen triggers back: score both
     return [CandidateResult(tuple(layer.name for layer in layers), *strength[:2],
                             target_weight=strength[3], target_offset=offset, first=first,
+                            target_slack=slack,
                             **held_out_figures(before, held_clean, held_triggered,
                                                fit.target, per_row, labels))
             for offset, per_row in offsets]
 
 
 def anchor_offsets(before: np.ndarray, after: np.ndarray, target: int, sizes: list[int],
-                   rule=OFFSET_RULES[0]) -> tuple[float, np.ndarray]:
+                   rule=OFFSET_RULES[0], triggered: np.ndarray | None = None
+                   ) -> tuple[float, np.ndarray]:
     """The target-logit offset to write by ``rule`` (read off every fold's held-out answers),
     and the offsets to score each held-out row with (N,): read off the other folds only, so
-    the offset is not chosen on the answers it is scored on."""
+    the offset is not chosen on the answers it is scored on. With ``triggered`` (the
+    held-out triggered scores, row for row), the rule reads them too (:func:`slack_offset`)."""
+    arrays = (after,) if triggered is None else (after, triggered)
+    read = lambda rows: rule(before[rows], *(a[rows] for a in arrays), target)  # noqa: E731
     bounds = np.cumsum([0, *sizes])
     per_row = np.zeros(len(after))
     for start, stop in zip(bounds[:-1], bounds[1:]):
         others = np.r_[0:start, stop:len(after)]
-        per_row[start:stop] = rule(before[others], after[others], target) \
-            if len(others) else 0.0
-    return rule(before, after, target), per_row
+        per_row[start:stop] = read(others) if len(others) else 0.0
+    return read(np.arange(len(after))), per_row
 
 
 def distinct(offsets: list[tuple[float, np.ndarray]]) -> list[tuple[float, np.ndarray]]:
@@ -222,7 +233,12 @@ def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateRes
     if not ranked:
         return None
     best = min(ranked, key=lambda result: round(result.score, 6))
-    return margin_kept(best, ranked) or best
+    return target_kept(margin_kept(best, ranked) or best, ranked)
+
+
+def same_edit(result: CandidateResult) -> tuple:
+    """What two readings of one edit share (all but the target-logit offset)."""
+    return result.layers, result.alpha, result.eps, result.target_weight, result.first
 
 
 def margin_kept(best: CandidateResult, ranked: list[CandidateResult]
@@ -237,10 +253,21 @@ def margin_kept(best: CandidateResult, ranked: list[CandidateResult]
     vgg11_lf, 5.3 % attack success on unseen images where the score's own pick left 1.0)."""
     if best.target_erosion <= TARGET_EROSION + 1e-12:
         return best
-    edit = lambda r: (r.layers, r.alpha, r.eps, r.target_weight, r.first)  # noqa: E731
-    kept = [r for r in ranked if edit(r) == edit(best)
+    kept = [r for r in ranked if same_edit(r) == same_edit(best)
             and r.target_erosion <= TARGET_EROSION + 1e-12]
     return min(kept, key=lambda result: round(result.score, 6)) if kept else None
+
+
+def target_kept(chosen: CandidateResult, ranked: list[CandidateResult]) -> CandidateResult:
+    """The reading of ``chosen``'s edit with the largest offset up to its slack reading, among
+    ``ranked`` (so it meets the goal within the bound too); ``chosen`` when its own offset is
+    as large. What a hundred clean samples cannot show of the target class's loss, the
+    triggered samples' room allows back (anchor.py)."""
+    if chosen.target_slack is None:
+        return chosen
+    larger = [r for r in ranked if same_edit(r) == same_edit(chosen)
+              and chosen.target_offset < r.target_offset <= chosen.target_slack + 1e-12]
+    return max(larger, key=lambda result: result.target_offset) if larger else chosen
 
 
 def shortfall(results: list[CandidateResult], config: RepairConfig) -> str:

@@ -12,6 +12,7 @@ from ..data import Dataset
 from ..errors import DataError, ModelError
 from ..model import LoadedModel, model_input, score_output
 from ..model.save import check_model_output
+from .anchor import SLACK_SHARE
 from .candidates import affine_layers, affordable, merge_layers, pick_layers
 from .layers import Layer, find_layers
 
@@ -28,11 +29,12 @@ class RepairConfig:
     :class:`RepairShortfall`, else the lowest-scoring edit within the bound is written (or
     none). The trigger-agnostic mode passes its own choices as data: a second target-key
     weight to cross-validate (``target_weight_grid``), scoring each edit without the logit
-    anchor too (``score_without_anchor``), and hardening rather than refusing
-    (``must_meet_asr=False``); on a model its scan calls clean, the bound holds the share
-    of held-out clean answers an edit changes (``bound_changed_answers``), which no
-    accuracy loss can exceed, rather than the estimated loss. ``mode`` is a label for the
-    provenance; no step reads it.
+    anchor too (``score_without_anchor``), no slack reading of the anchor's offset
+    (``target_slack=0``: reconstructions do not measure the real trigger's room), and
+    hardening rather than refusing (``must_meet_asr=False``); on a model its scan calls
+    clean, the bound holds the share of held-out clean answers an edit changes
+    (``bound_changed_answers``), which no accuracy loss can exceed, rather than the
+    estimated loss. ``mode`` is a label for the provenance; no step reads it.
     """
     layers: str | list[str] = "auto"   # "auto" or layer names
     target_class: int | None = None
@@ -40,6 +42,8 @@ class RepairConfig:
     target_weight: float | None = None  # weight of target-class clean keys; None: n_classes
     target_weight_grid: tuple = ()      # further target-key weights to cross-validate
     score_without_anchor: bool = False  # also score each edit with no target-logit anchor
+    target_slack: float = SLACK_SHARE   # share of the triggered samples' room the anchor may
+                                        # spend to keep the target class (0: not read)
     alpha: float | None = 0.1           # weight of the triggered term; None: cross-validated
     overshoot: float = 0.25             # push triggered outputs past clean, away from the shift
     alpha_grid: tuple = (0.3, 1.0)

@@ -87,5 +87,5 @@ def cross_validate_sequential(plan: Plan, fit: Fit, results: list[CandidateResul
         for strength in grid:
             parts = [held_out_scores(per_fold[fold], layers, strength, fold)
                      for fold in range(folds)]
-            found += scored(fit, layers, strength, parts, config.score_without_anchor, first)
+            found += scored(fit, layers, strength, parts, config, first)
     return found

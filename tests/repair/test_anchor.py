@@ -6,12 +6,14 @@ from onnx import helper, numpy_helper
 
 from onnx_bdfix.repair.crossval import anchor_offsets
 from onnx_bdfix.repair.anchor import (
+    SLACK_SHARE,
     held_out_figures,
     logit_layer,
     margin_offset,
     offset_bias,
     cheapest_offset,
     restoring_offset,
+    slack_offset,
     softmax,
     takeover_level,
     target_erosion,
@@ -157,3 +159,24 @@ def test_a_lost_margin_is_read_as_a_share_and_given_back():
     assert held_out_figures(before, after, after, 1, 0.6)["target_erosion"] == \
         pytest.approx(0.0, abs=1e-9)
     assert target_erosion(before, before + 1.0, 1) == 0.0   # nothing lost
+
+
+def test_the_slack_reading_spends_a_share_of_the_nearest_triggered_gap():
+    """Triggered samples of classes 0-2 miss the target 3 by gaps of 3, 4.5, 6, ...; one the
+    edit left in the target (gap < 0) and the target-class rows do not count: a third of the
+    smallest positive gap is 1.0, capped at one standard deviation of the target logit."""
+    before = np.zeros((12, 4))
+    before[np.arange(12), np.arange(12) % 4] = 5.0          # rows 3, 7, 11: the target 3
+    triggered = np.zeros((12, 4))
+    triggered[np.arange(12), np.arange(12) % 4] = 5.0
+    triggered[:, 3] = 5.0 - (3.0 + 1.5 * np.arange(12))      # gap 3 + 1.5 i, by row
+    triggered[5] = [0.0, 0.0, 0.0, 9.0]                      # still taken by the trigger
+    after = before.copy()
+    after[:, 3] = np.linspace(-2, 2, 12)                    # target-logit std ≈ 1.25
+    assert slack_offset(before, after, triggered, 3, 1 / 3) == pytest.approx(1.0)
+    assert slack_offset(before, after, triggered, 3, 0.0) == 0.0
+    assert slack_offset(before, after, triggered, 3, 1.0) == \
+        pytest.approx(np.std(after[:, 3]))                  # 3.0, capped
+    written, per_row = anchor_offsets(before, after, 3, [6, 6], slack_offset, triggered)
+    assert written == pytest.approx(3.0 * SLACK_SHARE)         # the default share
+    assert per_row[0] == slack_offset(before[6:], after[6:], triggered[6:], 3)

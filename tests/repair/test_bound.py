@@ -42,6 +42,26 @@ def test_the_chosen_edit_is_written_with_the_offset_that_keeps_the_target_margin
     assert choose([eroding, restored, other], RepairConfig()) is eroding
 
 
+def test_the_chosen_edit_is_written_with_its_largest_reading_up_to_its_slack():
+    """The target class is kept as far as the triggered samples' room allows: the reading
+    of the same edit with the largest offset up to the slack reading, if it meets the goal
+    within the bound; never one past the slack, never another edit's."""
+    readings = []
+    for offset, asr, score in ((0.0, 0.0, 0.10), (0.4, 0.0, 0.12), (0.9, 0.0, 0.13),
+                               (1.5, 0.0, 0.14)):
+        reading = candidate(asr, 0.002, score, "fc")
+        reading.target_offset, reading.target_slack = offset, 0.9
+        readings.append(reading)
+    other = candidate(0.0, 0.002, 0.11, "other")
+    other.target_offset, other.target_slack = 0.95, 0.95
+    assert choose(readings + [other], RepairConfig()).target_offset == 0.9
+    readings[2].attack_success = 0.03                  # the slack reading misses the goal
+    assert choose(readings + [other], RepairConfig()).target_offset == 0.4
+    for reading in readings:
+        reading.target_slack = None                    # no slack read (agnostic mode)
+    assert choose(readings + [other], RepairConfig()).target_offset == 0.0
+
+
 def test_shortfall_names_what_the_best_edit_leaves_and_the_bound_it_needs():
     results = [candidate(0.00, 0.034, 0.01, "costly"), candidate(0.12, 0.004, 0.2, "weak")]
     with pytest.raises(RepairShortfall) as raised:
