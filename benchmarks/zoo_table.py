@@ -119,7 +119,7 @@ def plan(slices: int, agnostic: bool, known: bool = True, sizes=(100, 500)
 
 
 def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
-              agnostic: bool, known: bool = True, sizes=(100, 500)) -> None:
+              agnostic: bool, known: bool = True, sizes=(100, 500), scan: bool = True) -> None:
     name, model = folder.name, folder / "model.onnx"
     if (name, "before") not in results:
         record(path, results, name, "before", {
@@ -127,7 +127,7 @@ def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
             **runs.evaluate(model, folder, card["target"]),
             "forward_100": runs.forward_seconds(model, folder, 100),
             "forward_500": runs.forward_seconds(model, folder, 500)})
-    if (name, "scan") not in results:
+    if scan and (name, "scan") not in results:
         record(path, results, name, "scan", {**runs.scan(model, folder),
                                              "code": run_code("scan")})
     with tempfile.TemporaryDirectory() as work:
@@ -150,6 +150,8 @@ def main() -> None:
                         help="clean-sample counts of the trigger-agnostic runs")
     parser.add_argument("--no-known", action="store_true",
                         help="skip the known-trigger repairs (scan and before figures only)")
+    parser.add_argument("--no-scan", action="store_true",
+                        help="skip the scans (a run of the known-trigger repairs only)")
     parser.add_argument("--render-only", action="store_true",
                         help="write the table from the results measured so far")
     parser.add_argument("--keep-stale", action="store_true",
@@ -171,7 +173,8 @@ def main() -> None:
             if not args.render_only:
                 run_model(cache / spec.name, cards[spec.name], results, path, args.slices,
                           not args.no_agnostic, not args.no_known,
-                          tuple(int(n) for n in args.agnostic_samples.split(",")))
+                          tuple(int(n) for n in args.agnostic_samples.split(",")),
+                          not args.no_scan)
     page = render(cards, results, args.slices, len(ZOO))
     Path(args.out).write_text(page + f"\nCode measured: onnx_bdfix/ and cli/ digest "
                               f"`{run_code('scan')}` (known-trigger runs: "
