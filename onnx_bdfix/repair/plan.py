@@ -29,7 +29,10 @@ class RepairConfig:
     :class:`RepairShortfall`, else the lowest-scoring edit within the bound is written (or
     none). The trigger-agnostic mode passes its own choices as data: a second target-key
     weight to cross-validate (``target_weight_grid``), scoring each edit without the logit
-    anchor too (``score_without_anchor``), no slack reading of the anchor's offset
+    anchor too (``score_without_anchor``), the gentlest unlearning first and the harder
+    only when it falls short (``alpha=0.1``; with the trigger known every strength is scored
+    together, and the score often prefers a harder one that carries over better to unseen
+    triggered images), no slack reading of the anchor's offset
     (``target_slack=0``: reconstructions do not measure the real trigger's room), and
     hardening rather than refusing (``must_meet_asr=False``); on a model its scan calls
     clean, the bound holds the share of held-out clean answers an edit changes
@@ -44,9 +47,9 @@ class RepairConfig:
     score_without_anchor: bool = False  # also score each edit with no target-logit anchor
     target_slack: float = SLACK_SHARE   # share of the triggered samples' room the anchor may
                                         # spend to keep the target class (0: not read)
-    alpha: float | None = 0.1           # weight of the triggered term; None: cross-validated
+    alpha: float | None = None          # weight of the triggered term; None: cross-validated
     overshoot: float = 0.25             # push triggered outputs past clean, away from the shift
-    alpha_grid: tuple = (0.3, 1.0)
+    alpha_grid: tuple = (0.1, 0.3, 1.0)  # all scored together (agnostic: 0.1 first, then these)
     eps: float | None = None            # ridge ε; None: chosen by cross-validation
     eps_grid: tuple = (1e-2, 1e-1)
     folds: int = 4
