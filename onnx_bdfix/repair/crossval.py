@@ -91,8 +91,8 @@ def cross_validate_all(plan: Plan, fit: Fit, config: RepairConfig) -> list[Candi
     within the clean-cost bound brings held-out attack success to ``config.max_asr``:
     the plain layer sets at the given strength (every strength of ``alpha_grid`` at once
     when none is given: the known-trigger default), then, with one given, the same sets
-    unlearning harder (the rest of ``alpha_grid``). The stronger edits come after, from a second collect pass
-    (:func:`cross_validate_stronger`)."""
+    unlearning harder (the rest of ``alpha_grid``). The stronger edits come after, from a
+    second collect pass (:func:`cross_validate_stronger`)."""
     grid = strengths(fit, config)
     harder = [strength for strength in every_strength(fit, config) if strength not in grid]
     results = _run(plan, fit, config, plan.sets, grid)
