@@ -10,6 +10,7 @@ import click
 from onnx_bdfix.agnostic import agnostic_repair
 from onnx_bdfix.data import load_data, load_trigger, load_triggered
 from onnx_bdfix.demo import run_demo
+from onnx_bdfix.errors import RepairShortfall
 from onnx_bdfix.model import load_model
 from onnx_bdfix.output import check_output_path, write_atomic
 from onnx_bdfix.repair import RepairConfig, repair_model
@@ -61,8 +62,10 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
     colour fields optimized per class), then repairs against them.
 
     Exit 0: repaired and written. Exit 1 (known trigger): no edit within --max-clean-drop
-    brings held-out attack success to --max-asr; nothing is written, and the line says what
+    brings held-out attack success to --max-asr; no model is written, and the line says what
     the best edit would leave and which --max-clean-drop would allow one that meets it.
+    --report is still written: every candidate and its held-out figures, with output_model,
+    parity and after null.
     """
     if trigger and triggered:
         raise click.UsageError("give at most one of --trigger T.npz or --triggered F.npz")
@@ -88,7 +91,12 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
     else:
         known = load_trigger(trigger, tuple(clean_data.raw.shape[1:])) if trigger \
             else load_triggered(triggered, clean_data)
-        result = repair_model(loaded, clean_data, known, out, config, progress_display())
+        try:
+            result = repair_model(loaded, clean_data, known, out, config, progress_display())
+        except RepairShortfall as refused:          # the report says why nothing was written
+            if report and refused.report is not None:
+                write_atomic(report, json.dumps(refused.report, indent=2) + "\n")
+            raise
     if report:
         write_atomic(report, json.dumps(result.as_dict(), indent=2) + "\n")
     print_repair(result)

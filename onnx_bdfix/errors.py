@@ -43,7 +43,13 @@ class MissingDependencyError(InputError):
 
 class RepairShortfall(BdfixError):
     """No edit within the clean-cost bound removes the backdoor to the asked level; nothing
-    was written. The message says what the best edit would leave and what bound it needs."""
+    was written. The message says what the best edit would leave and what bound it needs;
+    ``report``, where the repair got that far, is the refused repair's report (a dict: every
+    candidate it cross-validated, the target class, the original model's figures)."""
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report
 
 
 class InternalError(BdfixError):

@@ -7,7 +7,8 @@
 
 ``choose`` holds the clean cost as a bound: when no edit within ``max_clean_drop`` reaches
 ``max_asr`` on held-out samples, a known-trigger repair raises
-:class:`~onnx_bdfix.errors.RepairShortfall` and writes nothing.
+:class:`~onnx_bdfix.errors.RepairShortfall` and writes nothing (the error carries the
+refused repair's report).
 
 Every stage is a function of what the earlier ones returned; nothing is kept on objects
 between runs. The trigger-agnostic mode (:mod:`onnx_bdfix.agnostic.repair`) calls this same
@@ -23,6 +24,7 @@ from dataclasses import replace
 import onnx
 
 from ..data import Dataset
+from ..errors import RepairShortfall
 from ..metrics import check_labels, declared_target
 from ..model import as_loaded, save_model
 from ..model.large import copy_proto
@@ -38,7 +40,7 @@ from .edit import Anchor, edited_model
 from .fit import Fit, Samples, collect_fit, order_samples
 from .patch import set_provenance
 from .plan import Plan, RepairConfig, make_plan
-from .report import Outcome, RepairReport, build_report, provenance
+from .report import Outcome, RepairReport, build_report, provenance, refused_report
 from .sequential import collect_after, cross_validate_sequential
 from .verify import full_check, repaired_scores
 
@@ -87,7 +89,7 @@ def repair_model(model, clean: Dataset, triggered, out_path,
             results += cross_validate_sequential(plan, fit, results, samples, config,
                                                  progress)
     with clock("choose"):
-        chosen = choose(results, config)          # RepairShortfall: nothing is written
+        chosen = choose_or_refuse(plan, fit, results, config, labels, clock.seconds)
     edit_plan, edit_fit = plan, fit   # a sequential edit's second step is fitted after
     if chosen is not None and chosen.first is not None:       # its first, on every fold
         with clock("collect"):
@@ -103,6 +105,19 @@ def repair_model(model, clean: Dataset, triggered, out_path,
     truth = labels if labels is not None else fit.reference
     return build_report(plan, fit, Outcome(results, chosen, provider, after, truth, rows),
                         config, out_path, clock.seconds)
+
+
+def choose_or_refuse(plan: Plan, fit: Fit, results: list[CandidateResult],
+                     config: RepairConfig, labels, timings: dict) -> CandidateResult | None:
+    """:func:`crossval.choose`; when it refuses (:class:`RepairShortfall`: nothing is
+    written), the error carries the refused repair's report, for ``--report``."""
+    try:
+        return choose(results, config)
+    except RepairShortfall as refused:
+        truth = labels if labels is not None else fit.reference      # (N,) fold order
+        refused.report = refused_report(plan, fit, results, config, truth, str(refused),
+                                        dict(timings)).as_dict()
+        raise
 
 
 def apply_choice(plan: Plan, fit: Fit, chosen: CandidateResult | None,

@@ -18,9 +18,9 @@ from .plan import Plan, RepairConfig
 @dataclass
 class RepairReport:
     model: str
-    output_model: str
+    output_model: str | None          # None: refused, nothing written (RepairShortfall)
     score_output: str
-    provider: str
+    provider: str | None
     target_class: int
     target_class_source: str
     layers: list[dict]
@@ -29,9 +29,9 @@ class RepairReport:
     candidates: list[dict]
     chosen_figures: dict
     repair_step: dict
-    parity: dict
+    parity: dict | None
     before: dict
-    after: dict
+    after: dict | None
     timings: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
 
@@ -55,22 +55,44 @@ def build_report(plan: Plan, fit: Fit, outcome: Outcome, config: RepairConfig, o
     chosen, collected = outcome.chosen, fit.collected
     rows = outcome.rows                          # the samples the repaired model answered
     labels = outcome.labels[rows]
-    evidence = layer_evidence(plan.loaded.index, plan.layers, plan.involved, collected.stats,
-                              plan.output, chosen.all_layers if chosen else ())
     return RepairReport(
-        model=str(plan.loaded.path), output_model=str(out_path), score_output=plan.output,
-        provider=outcome.provider, target_class=fit.target,
-        target_class_source=fit.target_source, layers=[e.as_dict() for e in evidence],
-        chosen=list(chosen.all_layers) if chosen else [],
+        **common(plan, fit, outcome.results, chosen, config, timings),
+        output_model=str(out_path), provider=outcome.provider,
         choice_reason=reason(chosen, outcome.results, config),
-        chosen_figures=chosen.as_dict() if chosen else {},
-        repair_step=repair_step(fit, chosen, config),
-        candidates=[r.as_dict() for r in outcome.results],
         parity=parity(collected.clean_scores[rows], outcome.after[0]).as_dict(),
         before=quality(collected.clean_scores[rows], collected.triggered_scores[rows],
                        labels, fit.target).as_dict(),
-        after=quality(*outcome.after, labels, fit.target).as_dict(),
-        timings=timings, config=asdict(config))
+        after=quality(*outcome.after, labels, fit.target).as_dict())
+
+
+def refused_report(plan: Plan, fit: Fit, results: list[CandidateResult], config: RepairConfig,
+                   labels: np.ndarray, why: str, timings: dict) -> RepairReport:
+    """The report of a repair that wrote nothing (no edit within the bound met the goal):
+    every candidate it cross-validated and the original model's figures on all the clean
+    samples (``labels``: (N,) in fold order); no output model, provider, parity or after."""
+    collected = fit.collected
+    return RepairReport(
+        **common(plan, fit, results, None, config, timings),
+        output_model=None, provider=None, choice_reason=f"not repaired: {why}", parity=None,
+        before=quality(collected.clean_scores, collected.triggered_scores, labels,
+                       fit.target).as_dict(),
+        after=None)
+
+
+def common(plan: Plan, fit: Fit, results: list[CandidateResult],
+           chosen: CandidateResult | None, config: RepairConfig, timings: dict) -> dict:
+    """The fields a written and a refused repair report alike."""
+    evidence = layer_evidence(plan.loaded.index, plan.layers, plan.involved,
+                              fit.collected.stats, plan.output,
+                              chosen.all_layers if chosen else ())
+    return {"model": str(plan.loaded.path), "score_output": plan.output,
+            "target_class": fit.target, "target_class_source": fit.target_source,
+            "layers": [e.as_dict() for e in evidence],
+            "chosen": list(chosen.all_layers) if chosen else [],
+            "chosen_figures": chosen.as_dict() if chosen else {},
+            "repair_step": repair_step(fit, chosen, config),
+            "candidates": [r.as_dict() for r in results],
+            "timings": timings, "config": asdict(config)}
 
 
 def repair_step(fit: Fit, chosen: CandidateResult | None, config: RepairConfig) -> dict:

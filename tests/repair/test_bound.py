@@ -144,7 +144,7 @@ def test_a_looser_bound_lets_the_costly_edit_through_and_reports_its_cost(costly
     assert figures["attack_success"] <= 0.02 and figures["clean_cost"] > 0.01
 
 
-def test_cli_exit_1_one_line_nothing_written(costly, tmp_path):
+def test_cli_exit_1_one_line_no_model_written_the_report_says_why(costly, tmp_path):
     folder = costly[0]
     out, report = tmp_path / "out.onnx", tmp_path / "report.json"
     result = CliRunner().invoke(main, ["repair", str(folder / "model.onnx"), "--clean",
@@ -154,7 +154,14 @@ def test_cli_exit_1_one_line_nothing_written(costly, tmp_path):
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("not repaired: no edit within a clean-accuracy cost of 1.0%")
-    assert not out.exists() and not report.exists()
+    assert not out.exists()
+    refused = json.loads(report.read_text())
+    assert refused["output_model"] is None and refused["after"] is None and not refused["chosen"]
+    assert refused["choice_reason"] == lines[-1]
+    assert refused["before"]["attack_success_rate"] > 0.5 and refused["target_class"] == 0
+    candidates = refused["candidates"]
+    assert candidates and all(c["clean_cost"] > 0.01 or c["attack_success"] > 0.02
+                              for c in candidates)
     loose = CliRunner().invoke(main, ["repair", str(folder / "model.onnx"), "--clean",
                                       str(folder / "clean.npz"), "--trigger",
                                       str(folder / "trigger.npz"), "-o", str(out), "--report",
