@@ -18,7 +18,10 @@ stopped; benchmarks/baselines.py adds the training-based defenses to the same fi
 onnx-bdfix run records a digest of the code it ran (onnx_bdfix/ and cli/; for a known-trigger
 repair, all but onnx_bdfix/agnostic/, which it never imports), taken over the syntax trees
 without docstrings, so that an edit of comments, docstrings or layout keeps the results; runs
-made by other code are measured again, so the table never mixes two versions of the method.
+made by other code are measured again, so the table never mixes two versions of the method
+unnoticed: ``--accept known=DIGEST`` (or scan=, agnostic=) also counts the runs of an older
+digest, for code whose later changes do not touch what those runs do; every section then names
+each digest it shows, with its count of runs.
 """
 from __future__ import annotations
 
