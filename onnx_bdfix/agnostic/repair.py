@@ -4,11 +4,9 @@ The scan (:mod:`.scan`) finds, per class, the strongest small triggers. The clas
 (or the ``--target-class`` hint) goes through the known-trigger pipeline unchanged, with its
 triggers taken in turn, one per cross-validation fold: the strongest, then the strongest of
 each other family, then runners-up, all as strong as the alarm level (:meth:`Found.strong`),
-four at most; every patch among them is pruned to the pixels the backdoor needs
-(:mod:`.prune`), and for a blend, the whole-image blends are refined toward the backdoor.
-Each fold's held-out samples carry a reconstruction the other folds never saw, so the layer
-and strength are chosen for how the edit carries over to new instances of the trigger, not to
-the ones it was fitted on. This mode's own choices go to the
+four at most; for a blend, the first is the strongest pattern refined toward the backdoor. Each fold's held-out samples carry a reconstruction the other
+folds never saw, so the layer and strength are chosen for how the edit carries over to new
+instances of the trigger, not to the ones it was fitted on. This mode's own choices go to the
 pipeline as data: a second target-key weight (1) and the edit scored with and without the
 logit anchor are cross-validated too (and no slack reading of the anchor: a reconstruction
 does not measure how far the real trigger is from the target), and an edit must keep its
@@ -32,7 +30,6 @@ from ..metrics import check_target
 from ..model import as_loaded
 from ..model.runtime import Progress
 from ..repair import RepairConfig, RepairReport, repair_model
-from .prune import is_patch, prune_patch
 from .refine import refine_blend
 from .scan import PROBE, ScanResult, scan_model
 from .search import Found
@@ -52,36 +49,28 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
     found = result.best(hint)
     level = min(found.flip_rate, STRONG)
     triggers = found.strong(level, most=config.folds)  # one reconstruction per fold
-    triggers = _sharpened(result, clean, found, triggers, level)
+    if found.params["family"] in ("blend", "noise blend"):
+        triggers = _refined(result, clean, found, triggers, level)
     result.runner = None                 # the repair opens its own sessions
     trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)
     settings = replace(config, target_class=found.target, mode="agnostic",
-                       target_weight_grid=(1.0,),
+                       target_weight_grid=(1.0,), alpha=0.1, alpha_grid=(0.3, 1.0),
                        score_without_anchor=True, target_slack=0.0, must_meet_asr=False,
-                       prefer_late=True,
                        bound_changed_answers=hint is None and not result.suspicious)
     report = repair_model(loaded, clean, trigger, out_path, settings, progress,
                     {"trigger": trigger.source, "trigger_arrays_sha256": trigger.sha256})
     return report, result
 
 
-def _sharpened(scanned: ScanResult, clean: Dataset, found: Found, triggers: list[Trigger],
-               level: float) -> list[Trigger]:
-    """The reconstructions brought closer to the backdoor's own trigger, on the scan's own
-    session: patches pruned to the pixels it needs (:mod:`.prune`); where the class's best
-    is a blend, whole-image blends with their patterns refined toward it (:mod:`.refine`)."""
+def _refined(scanned: ScanResult, clean: Dataset, found: Found, triggers: list[Trigger],
+             level: float) -> list[Trigger]:
+    """Blends with their patterns refined toward the backdoor (:mod:`.refine`), on the
+    scan's own session."""
     probe = clean.head(PROBE).x
-    refine = found.params["family"] in ("blend", "noise blend")
-    sharpened = []
-    for seed, trigger in enumerate(triggers):
-        if is_patch(trigger):
-            trigger = prune_patch(scanned.runner, scanned.output, probe, trigger,
-                                  found.target, level)
-        elif refine and _whole_image_blend(trigger):
-            trigger = refine_blend(scanned.runner, scanned.output, probe, trigger,
-                                   found.target, level, seed, scanned.span)
-        sharpened.append(trigger)
-    return sharpened
+    return [refine_blend(scanned.runner, scanned.output, probe, trigger, found.target, level,
+                         seed, scanned.span)
+            if _whole_image_blend(trigger) else trigger
+            for seed, trigger in enumerate(triggers)]
 
 
 def _whole_image_blend(trigger: Trigger) -> bool:

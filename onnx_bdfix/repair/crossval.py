@@ -7,7 +7,6 @@ cost exceeds ``max_clean_drop`` is never chosen, whatever it removes.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -221,21 +220,16 @@ def meeting(results: list[CandidateResult], config: RepairConfig) -> list[Candid
     return [r for r in within(results, config) if r.attack_success <= config.max_asr + 1e-9]
 
 
-def choose(results: list[CandidateResult], config: RepairConfig,
-           depth: Callable[[CandidateResult], int] | None = None) -> CandidateResult | None:
+def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateResult | None:
     """The edit to write. Among the candidates within the clean-cost bound that meet
-    ``max_asr`` (with ``config.prefer_late``, those of them whose ``depth``, the graph
-    position of the last node they edit, is greatest), the lowest smooth score (ties to the
-    earlier, fewer layers), written with the reading of its offset that keeps the target
-    class's margin if one of them meets it too (:func:`margin_kept`). When none meets it:
-    with ``config.must_meet_asr`` (a known trigger) :class:`RepairShortfall`; else the
-    lowest score within the bound (hardening), or None when none is within it."""
+    ``max_asr``, the lowest smooth score (ties to the earlier, fewer layers), written with
+    the reading of its offset that keeps the target class's margin if one of them meets it
+    too (:func:`margin_kept`). When none meets it: with ``config.must_meet_asr`` (a known
+    trigger) :class:`RepairShortfall`; else the lowest score within the bound (hardening),
+    or None when none is within it."""
     ranked = meeting(results, config)
     if not ranked and config.must_meet_asr:
         raise RepairShortfall(shortfall(results, config))
-    if ranked and config.prefer_late and depth is not None:
-        deepest = max(map(depth, ranked))
-        ranked = [result for result in ranked if depth(result) == deepest]
     ranked = ranked or within(results, config)
     if not ranked:
         return None

@@ -109,12 +109,10 @@ def repair_model(model, clean: Dataset, triggered, out_path,
 
 def choose_or_refuse(plan: Plan, fit: Fit, results: list[CandidateResult],
                      config: RepairConfig, labels, timings: dict) -> CandidateResult | None:
-    """:func:`crossval.choose` (an edit's depth: the graph position of the last node it
-    edits); when it refuses (:class:`RepairShortfall`: nothing is written), the error
-    carries the refused repair's report, for ``--report``."""
+    """:func:`crossval.choose`; when it refuses (:class:`RepairShortfall`: nothing is
+    written), the error carries the refused repair's report, for ``--report``."""
     try:
-        return choose(results, config, lambda result: max(
-            plan.by_name[name].node_index for name in result.all_layers))
+        return choose(results, config)
     except RepairShortfall as refused:
         truth = labels if labels is not None else fit.reference      # (N,) fold order
         refused.report = refused_report(plan, fit, results, config, truth, str(refused),

@@ -29,12 +29,12 @@ class RepairConfig:
     :class:`RepairShortfall`, else the lowest-scoring edit within the bound is written (or
     none). The trigger-agnostic mode passes its own choices as data: a second target-key
     weight to cross-validate (``target_weight_grid``), scoring each edit without the logit
-    anchor too (``score_without_anchor``), no slack reading of the anchor's offset
+    anchor too (``score_without_anchor``), the gentlest unlearning first and the harder
+    only when it falls short (``alpha=0.1``; with the trigger known every strength is scored
+    together, and the score often prefers a harder one that carries over better to unseen
+    triggered images), no slack reading of the anchor's offset
     (``target_slack=0``: reconstructions do not measure the real trigger's room), and
-    hardening rather than refusing (``must_meet_asr=False``), and among the edits that meet
-    the goal within the bound, those reaching deepest into the graph (``prefer_late``: a
-    reconstruction matches the backdoor's effect better than its pixels, and the effect is
-    what late layers see); on a model its scan calls
+    hardening rather than refusing (``must_meet_asr=False``); on a model its scan calls
     clean, the bound holds the share of held-out clean answers an edit changes
     (``bound_changed_answers``), which no accuracy loss can exceed, rather than the
     estimated loss. ``mode`` is a label for the provenance; no step reads it.
@@ -49,7 +49,7 @@ class RepairConfig:
                                         # spend to keep the target class (0: not read)
     alpha: float | None = None          # weight of the triggered term; None: cross-validated
     overshoot: float = 0.25             # push triggered outputs past clean, away from the shift
-    alpha_grid: tuple = (0.1, 0.3, 1.0)  # all scored together (alpha=x: x first, then these)
+    alpha_grid: tuple = (0.1, 0.3, 1.0)  # all scored together (agnostic: 0.1 first, then these)
     eps: float | None = None            # ridge ε; None: chosen by cross-validation
     eps_grid: tuple = (1e-2, 1e-1)
     folds: int = 4
@@ -64,7 +64,6 @@ class RepairConfig:
     bound_changed_answers: bool = False  # the bound holds changed answers, not expected loss
     max_asr: float = 0.02               # held-out attack success an edit must reach
     must_meet_asr: bool = True          # none does: refuse (True) or harden within the bound
-    prefer_late: bool = False           # among edits meeting the goal, the deepest layers'
     stronger: bool = True               # try merge edits when the plain ones fall short
     mode: str = "bdk"                   # "bdk": trigger given; "agnostic": reconstructed
 

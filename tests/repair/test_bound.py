@@ -174,14 +174,3 @@ def test_shortfall_without_a_bound_says_so():
     results = [candidate(0.12, 0.004, 0.2, "weak")]
     with pytest.raises(RepairShortfall, match="^no edit with no clean-cost bound brings"):
         choose(results, RepairConfig(max_clean_drop=None, max_asr=0.02))
-
-
-def test_prefer_late_writes_the_deepest_edit_that_meets_the_goal():
-    """The trigger-agnostic mode's rule: among edits within the bound that meet the goal, the
-    deepest; a deeper one that misses the goal is not among them."""
-    results = [candidate(0.0, 0.001, 0.01, "early"), candidate(0.015, 0.008, 0.3, "late"),
-               candidate(0.3, 0.0, 0.0, "weak")]
-    depth = {"early": 1, "late": 5, "weak": 9}
-    deepest = lambda result: depth[result.layers[0]]  # noqa: E731
-    assert choose(results, RepairConfig(), deepest).layers == ("early",)
-    assert choose(results, RepairConfig(prefer_late=True), deepest).layers == ("late",)
