@@ -47,9 +47,7 @@ class RepairShortfall(BdfixError):
     ``report``, where the repair got that far, is the refused repair's report (a dict: every
     candidate it cross-validated, the target class, the original model's figures)."""
 
-    def __init__(self, message: str, report: dict | None = None):
-        super().__init__(message)
-        self.report = report
+    report: dict | None = None
 
 
 class InternalError(BdfixError):

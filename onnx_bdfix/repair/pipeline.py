@@ -21,6 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 
+import numpy as np
 import onnx
 
 from ..data import Dataset
@@ -88,8 +89,9 @@ def repair_model(model, clean: Dataset, triggered, out_path,
         with clock("choose"):                     # its collect passes counted here
             results += cross_validate_sequential(plan, fit, results, samples, config,
                                                  progress)
+    truth = labels if labels is not None else fit.reference         # (N,) fold order
     with clock("choose"):
-        chosen = choose_or_refuse(plan, fit, results, config, labels, clock.seconds)
+        chosen = choose_or_refuse(plan, fit, results, config, truth, clock.seconds)
     edit_plan, edit_fit = plan, fit   # a sequential edit's second step is fitted after
     if chosen is not None and chosen.first is not None:       # its first, on every fold
         with clock("collect"):
@@ -102,19 +104,18 @@ def repair_model(model, clean: Dataset, triggered, out_path,
     with clock("verify"):
         provider, after, rows = verify_and_save(edit_plan, edit_fit, samples, repaired,
                                                 chosen, out_path, config, progress)
-    truth = labels if labels is not None else fit.reference
     return build_report(plan, fit, Outcome(results, chosen, provider, after, truth, rows),
                         config, out_path, clock.seconds)
 
 
 def choose_or_refuse(plan: Plan, fit: Fit, results: list[CandidateResult],
-                     config: RepairConfig, labels, timings: dict) -> CandidateResult | None:
+                     config: RepairConfig, truth: np.ndarray, timings: dict
+                     ) -> CandidateResult | None:
     """:func:`crossval.choose`; when it refuses (:class:`RepairShortfall`: nothing is
     written), the error carries the refused repair's report, for ``--report``."""
     try:
         return choose(results, config)
     except RepairShortfall as refused:
-        truth = labels if labels is not None else fit.reference      # (N,) fold order
         refused.report = refused_report(plan, fit, results, config, truth, str(refused),
                                         dict(timings)).as_dict()
         raise
