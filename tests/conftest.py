@@ -51,6 +51,24 @@ def mlp(seed: int = 0, d: int = 12, hidden: int = 16, classes: int = 4) -> onnx.
          init("b2", rng.normal(size=classes).astype(np.float32))])
 
 
+MLP_TARGET = 1   # the target class of :func:`mlp_backdoor`
+
+
+@pytest.fixture
+def mlp_backdoor(tmp_path):
+    """:func:`mlp` (seed 3, 12 inputs, 4 classes) saved and loaded, a trigger that adds 3 to
+    two inputs, toward class :data:`MLP_TARGET`, and 80 clean samples."""
+    from onnx_bdfix.data import Dataset, Trigger
+    from onnx_bdfix.model import load_model
+    path = tmp_path / "model.onnx"
+    onnx.save_model(mlp(seed=3, d=12, classes=4), path)
+    delta = np.zeros(12, np.float32)
+    delta[[2, 7]] = 3.0
+    x = np.random.default_rng(0).normal(size=(80, 12)).astype(np.float32)
+    trigger = Trigger("delta", {"delta": delta}, "0" * 64, "two inputs", MLP_TARGET)
+    return load_model(path), Dataset(x, None, "0" * 64, "clean"), trigger
+
+
 @pytest.fixture
 def fixture_dir():
     def get(name: str) -> Path:

@@ -107,6 +107,16 @@ def cross_validate_stronger(plan: Plan, fit: Fit, config: RepairConfig) -> list[
     return _run(plan, fit, config, plan.stronger, every_strength(fit, config))
 
 
+def cross_validate_harder(plan: Plan, fit: Fit, config: RepairConfig) -> list[CandidateResult]:
+    """The layer sets collected so far (the stronger ones too after the second pass),
+    unlearning harder than the strength grid: ``config.harder_alphas``. The triggered term
+    then outweighs the clean one, and the edit gives up more of what the layer computes on
+    clean samples to silence the trigger; the clean-cost bound still decides."""
+    sets = [*plan.sets, *(plan.stronger if plan.with_stronger else ())]
+    harder = strengths(fit, replace(config, alpha=None, alpha_grid=config.harder_alphas))
+    return _run(plan, fit, config, sets, harder)
+
+
 def every_strength(fit: Fit, config: RepairConfig) -> list[Strength]:
     return strengths(fit, replace(config, alpha=None, alpha_grid=tuple(dict.fromkeys(
         (config.alpha or 0.1, *config.alpha_grid)))))

@@ -2,8 +2,9 @@
 
     plan → order samples → collect → cross-validate → (only when the plain edits fall
     short: collect again with the stronger edits, merge edits and normalization scales,
-    and cross-validate them; when those fall short too: sequential edits, collected again
-    through the best one) → choose → edit → verify and save → report
+    and cross-validate them; when those fall short too: every edit so far unlearning
+    harder; then sequential edits, collected again through the best one) → choose → edit
+    → verify and save → report
 
 ``choose`` holds the clean cost as a bound: when no edit within ``max_clean_drop`` reaches
 ``max_asr`` on held-out samples, a known-trigger repair raises
@@ -34,6 +35,7 @@ from .crossval import (
     CandidateResult,
     choose,
     cross_validate_all,
+    cross_validate_harder,
     cross_validate_stronger,
     meeting,
 )
@@ -85,6 +87,9 @@ def repair_model(model, clean: Dataset, triggered, out_path,
             fit = collect_fit(plan, samples, config, declared, progress, labels)
         with clock("choose"):
             results += cross_validate_stronger(plan, fit, config)
+    if config.stronger and config.harder_alphas and not meeting(results, config):
+        with clock("choose"):
+            results += cross_validate_harder(plan, fit, config)
     if config.stronger and not meeting(results, config):
         with clock("choose"):                     # its collect passes counted here
             results += cross_validate_sequential(plan, fit, results, samples, config,

@@ -50,6 +50,8 @@ class RepairConfig:
     alpha: float | None = None          # weight of the triggered term; None: cross-validated
     overshoot: float = 0.25             # push triggered outputs past clean, away from the shift
     alpha_grid: tuple = (0.1, 0.3, 1.0)  # all scored together (agnostic: 0.1 first, then these)
+    harder_alphas: tuple = (3.0, 10.0)  # unlearning harder still, when every edit above falls
+                                        # short (before the sequential edits)
     eps: float | None = None            # ridge ε; None: chosen by cross-validation
     eps_grid: tuple = (1e-2, 1e-1)
     folds: int = 4

@@ -3,11 +3,8 @@ its candidates are held out by fold against the original model, and a chosen seq
 edit is the file written."""
 import numpy as np
 import onnx
-import pytest
-from conftest import mlp, run
+from conftest import MLP_TARGET, run
 
-from onnx_bdfix.data import Dataset, Trigger
-from onnx_bdfix.model import load_model
 from onnx_bdfix.repair import RepairConfig, pipeline, repair_model
 from onnx_bdfix.repair.collect import collect_statistics
 from onnx_bdfix.repair.crossval import Step, cross_validate_all
@@ -16,19 +13,7 @@ from onnx_bdfix.repair.plan import make_plan
 from onnx_bdfix.repair.sequential import collect_after, cross_validate_sequential
 from onnx_bdfix.repair.stats import total
 
-D, CLASSES, TARGET = 12, 4, 1
-
-
-@pytest.fixture
-def backdoored(tmp_path):
-    """The conftest MLP, with a trigger that adds 3 to two inputs, and 80 clean samples."""
-    path = tmp_path / "model.onnx"
-    onnx.save_model(mlp(seed=3, d=D, classes=CLASSES), path)
-    delta = np.zeros(D, np.float32)
-    delta[[2, 7]] = 3.0
-    x = np.random.default_rng(0).normal(size=(80, D)).astype(np.float32)
-    trigger = Trigger("delta", {"delta": delta}, "0" * 64, "two inputs", TARGET)
-    return load_model(path), Dataset(x, None, "0" * 64, "clean"), trigger
+TARGET = MLP_TARGET
 
 
 def fitted(model, clean, trigger, tmp_path):
@@ -39,8 +24,8 @@ def fitted(model, clean, trigger, tmp_path):
     return config, plan, samples, collect_fit(plan, samples, config, (TARGET, "given"))
 
 
-def test_the_second_step_reads_the_keys_the_edited_model_computes(backdoored, tmp_path):
-    model, clean, trigger = backdoored
+def test_the_second_step_reads_the_keys_the_edited_model_computes(mlp_backdoor, tmp_path):
+    model, clean, trigger = mlp_backdoor
     config, plan, samples, fit = fitted(model, clean, trigger, tmp_path)
     first = Step(("fc1",), (1.0, 0.01, config.overshoot, fit.target_weight))
     edited_plan, after = collect_after(plan, fit, first, None, samples, config, None)
@@ -63,8 +48,8 @@ def test_the_second_step_reads_the_keys_the_edited_model_computes(backdoored, tm
 
 
 def test_sequential_candidates_name_both_steps_and_are_scored_against_the_original(
-        backdoored, tmp_path):
-    model, clean, trigger = backdoored
+        mlp_backdoor, tmp_path):
+    model, clean, trigger = mlp_backdoor
     config, plan, samples, fit = fitted(model, clean, trigger, tmp_path)
     results = cross_validate_all(plan, fit, config)
     found = cross_validate_sequential(plan, fit, results, samples, config)
@@ -74,10 +59,10 @@ def test_sequential_candidates_name_both_steps_and_are_scored_against_the_origin
     assert all(0.0 <= r.agreement <= 1.0 and r.expected_drop >= 0.0 for r in found)
 
 
-def test_a_chosen_sequential_edit_is_the_file_written(backdoored, tmp_path, monkeypatch):
+def test_a_chosen_sequential_edit_is_the_file_written(mlp_backdoor, tmp_path, monkeypatch):
     """With the choice forced onto a sequential candidate, the file holds the first step
     fitted on every fold and the second fitted after it, and the report names both."""
-    model, clean, trigger = backdoored
+    model, clean, trigger = mlp_backdoor
     picked = []
 
     def sequential_first(results, config):
