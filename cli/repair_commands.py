@@ -51,9 +51,15 @@ from .progress import progress_display
               help="Held-out attack success an edit must reach. With a known trigger, "
                    "when no edit within --max-clean-drop reaches it, nothing is written "
                    "and the exit code is 1.")
+@click.option("--max-target-erosion", type=click.FloatRange(0, 1), default=0.25,
+              show_default=True,
+              help="Known trigger: largest share of the target class's median logit margin "
+                   "an edit may take on held-out samples (the class a repair must keep, "
+                   "which few clean samples show).")
 @search_image_options
 def repair(model, clean, out, trigger, triggered, layers, target_class, no_repair_step,
-           output_name, report, runtime, eps, max_clean_drop, max_asr, images):
+           output_name, report, runtime, eps, max_clean_drop, max_asr, max_target_erosion,
+           images):
     """Repair MODEL; write and verify the repaired model at OUT.
 
     With --trigger or --triggered the trigger is known. Without either, onnx-bdfix runs in
@@ -62,10 +68,10 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
     colour fields optimized per class), then repairs against them.
 
     Exit 0: repaired and written. Exit 1 (known trigger): no edit within --max-clean-drop
-    brings held-out attack success to --max-asr; no model is written, and the line says what
-    the best edit would leave and which --max-clean-drop would allow one that meets it.
-    --report is still written: every candidate and its held-out figures, with output_model,
-    parity and after null.
+    and --max-target-erosion brings held-out attack success to --max-asr; no model is
+    written, and the line says what the best edit would leave and which --max-clean-drop
+    (or --max-target-erosion) would allow one that meets it. --report is still written:
+    every candidate and its held-out figures, with output_model, parity and after null.
     """
     if trigger and triggered:
         raise click.UsageError("give at most one of --trigger T.npz or --triggered F.npz")
@@ -79,7 +85,7 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
                           target_class=target_class, repair_step=not no_repair_step,
                           output=output_name, device=runtime.device,
                           batch_size=runtime.batch_size, max_clean_drop=max_clean_drop,
-                          max_asr=max_asr)
+                          max_asr=max_asr, max_target_erosion=max_target_erosion)
     if eps is not None:
         config.eps = eps
     if not trigger and not triggered:

@@ -55,7 +55,8 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
     trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)
     settings = replace(config, target_class=found.target, mode="agnostic",
                        target_weight_grid=(1.0,), alpha=0.1, alpha_grid=(0.3, 1.0),
-                       harder_alphas=(), score_without_anchor=True, target_slack=0.0,
+                       harder_alphas=(), max_target_erosion=None,
+                       score_without_anchor=True, target_slack=0.0,
                        must_meet_asr=False,
                        bound_changed_answers=hint is None and not result.suspicious)
     report = repair_model(loaded, clean, trigger, out_path, settings, progress,

@@ -37,7 +37,11 @@ class RepairConfig:
     hardening rather than refusing (``must_meet_asr=False``); on a model its scan calls
     clean, the bound holds the share of held-out clean answers an edit changes
     (``bound_changed_answers``), which no accuracy loss can exceed, rather than the
-    estimated loss. ``mode`` is a label for the provenance; no step reads it.
+    estimated loss. The bound also holds the target class: an edit whose held-out
+    target-class samples lose more than ``max_target_erosion`` of their median logit margin
+    is not within it (a few target samples keep their answers while the class's borderline
+    ones, which they rarely include, leave it: crossval.within). ``mode`` is a label for
+    the provenance; no step reads it.
     """
     layers: str | list[str] = "auto"   # "auto" or layer names
     target_class: int | None = None
@@ -64,6 +68,8 @@ class RepairConfig:
     seed: int = 0
     max_clean_drop: float | None = 0.01  # largest held-out clean cost an edit may have
     bound_changed_answers: bool = False  # the bound holds changed answers, not expected loss
+    max_target_erosion: float | None = 0.25  # share of the target class's median logit margin
+                                             # an edit may take, held out (None: no limit)
     max_asr: float = 0.02               # held-out attack success an edit must reach
     must_meet_asr: bool = True          # none does: refuse (True) or harden within the bound
     stronger: bool = True               # try merge edits when the plain ones fall short

@@ -62,6 +62,23 @@ def test_the_chosen_edit_is_written_with_its_largest_reading_up_to_its_slack():
     assert choose(readings + [other], RepairConfig()).target_offset == 0.0
 
 
+def test_an_edit_that_takes_the_target_class_margin_is_not_within_the_bound():
+    """Cheap by the label-free estimate, but it takes 60 % of the target class's median
+    margin: never written by default; the refusal names the limit that would allow it."""
+    eroding = candidate(0.0, 0.004, 0.05, "eroding")
+    eroding.target_erosion = 0.6
+    weak = candidate(0.10, 0.001, 0.20, "weak")
+    with pytest.raises(RepairShortfall) as raised:
+        choose([eroding, weak], RepairConfig())
+    line = str(raised.value)
+    assert "would leave 10.0%" in line and "takes more of the target class's margin" in line
+    assert "--max-target-erosion 0.60" in line
+    assert choose([eroding, weak], RepairConfig(max_target_erosion=0.6)) is eroding
+    assert choose([eroding, weak], RepairConfig(max_target_erosion=None)) is eroding
+    hardening = RepairConfig(must_meet_asr=False)
+    assert choose([eroding, weak], hardening) is weak
+
+
 def test_shortfall_names_what_the_best_edit_leaves_and_the_bound_it_needs():
     results = [candidate(0.00, 0.034, 0.01, "costly"), candidate(0.12, 0.004, 0.2, "weak")]
     with pytest.raises(RepairShortfall) as raised:
@@ -172,5 +189,10 @@ def test_cli_exit_1_one_line_no_model_written_the_report_says_why(costly, tmp_pa
 
 def test_shortfall_without_a_bound_says_so():
     results = [candidate(0.12, 0.004, 0.2, "weak")]
-    with pytest.raises(RepairShortfall, match="^no edit with no clean-cost bound brings"):
+    with pytest.raises(RepairShortfall, match="^no edit with no clean-cost bound, taking "
+                                              "at most 25% of the target class's logit "
+                                              "margin, brings"):
         choose(results, RepairConfig(max_clean_drop=None, max_asr=0.02))
+    with pytest.raises(RepairShortfall, match="^no edit with no clean-cost bound brings"):
+        choose(results, RepairConfig(max_clean_drop=None, max_asr=0.02,
+                                     max_target_erosion=None))
