@@ -182,7 +182,8 @@ def test_cli_exit_1_one_line_no_model_written_the_report_says_why(costly, tmp_pa
     loose = CliRunner().invoke(main, ["repair", str(folder / "model.onnx"), "--clean",
                                       str(folder / "clean.npz"), "--trigger",
                                       str(folder / "trigger.npz"), "-o", str(out), "--report",
-                                      str(report), "--device", "cpu", "--max-clean-drop", "1"])
+                                      str(report), "--device", "cpu", "--max-clean-drop", "1",
+                                      "--max-target-erosion", "2"])
     assert loose.exit_code == 0, loose.output
     assert json.loads(report.read_text())["chosen_figures"]["clean_cost"] > 0.01
 
