@@ -4,15 +4,17 @@ The scan (:mod:`.scan`) finds, per class, the strongest small triggers. The clas
 (or the ``--target-class`` hint) goes through the known-trigger pipeline unchanged, with its
 triggers taken in turn, one per cross-validation fold: the strongest, then the strongest of
 each other family, then runners-up, all as strong as the alarm level (:meth:`Found.strong`),
-four at most; for a blend, the first is the strongest pattern refined toward the backdoor. Each fold's held-out samples carry a reconstruction the other
-folds never saw, so the layer and strength are chosen for how the edit carries over to new
-instances of the trigger, not to the ones it was fitted on. This mode's own choices go to the
-pipeline as data: a second target-key weight (1) and the edit scored with and without the
-logit anchor are cross-validated too (and no slack reading of the anchor: a reconstruction
-does not measure how far the real trigger is from the target), and an edit must keep its
-held-out clean cost within ``max_clean_drop``, else the weights are left as they were (a
-model with no backdoor to
-remove is hardened only as far as that bound allows: ``must_meet_asr=False``). On a model
+four at most; where the class's best is a blend, its whole-image blends are refined toward
+the backdoor. Each fold's held-out samples carry a reconstruction the other folds never saw,
+so the layer and strength are chosen for how the edit carries over to new instances of the
+trigger, not to the ones it was fitted on. This mode's own choices go to the pipeline as
+data: a second target-key weight (1) and the edit scored with and without the logit anchor
+are cross-validated too (and no slack reading of the anchor: a reconstruction does not
+measure how far the real trigger is from the target); the harder unlearning stage and the
+limit on the target class's margin are off (not measured in this mode); and an edit must
+keep its held-out clean cost within ``max_clean_drop``, else the weights are left as they
+were (a model with no backdoor to remove is hardened only as far as that bound allows:
+``must_meet_asr=False``). On a model
 the scan calls clean (and no class hinted), the bound holds the share of held-out clean
 answers the edit changes, not the label-free estimate of the accuracy it loses: a natural
 easy class's pseudo-trigger is removed only by edits that change many uncertain answers,
