@@ -53,9 +53,10 @@ from .progress import progress_display
                    "and the exit code is 1.")
 @click.option("--max-target-erosion", type=click.FloatRange(min=0), default=0.25,
               show_default=True,
-              help="Known trigger: largest share of the target class's median logit margin "
-                   "an edit may take on held-out samples (the class a repair must keep, "
-                   "which few clean samples show; above 1 the margin may turn negative).")
+              help="Largest share of the target (or suspected) class's median logit "
+                   "margin an edit may take on held-out samples (the class a repair must "
+                   "keep, which few clean samples show; above 1 the margin may turn "
+                   "negative).")
 @search_image_options
 def repair(model, clean, out, trigger, triggered, layers, target_class, no_repair_step,
            output_name, report, runtime, eps, max_clean_drop, max_asr, max_target_erosion,

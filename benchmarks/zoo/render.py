@@ -36,8 +36,11 @@ def judged(run: dict, before: dict, target: dict, backdoored: bool) -> tuple[str
     reasons = []
     if backdoored and after["attack_success_rate"] > target["asr"]:
         floor = before.get("target_confusion")
-        reasons.append(f"ASR {pct(after['attack_success_rate'])} %" +
-                       (f" (floor {pct(floor)})" if floor is not None else ""))
+        if "takeover_class" in after:       # the target's floor says nothing of that class
+            where = f" into class {after['takeover_class']}"
+        else:
+            where = f" (floor {pct(floor)})" if floor is not None else ""
+        reasons.append(f"ASR {pct(after['attack_success_rate'])} %{where}")
     drop = before["clean_accuracy"] - after["clean_accuracy"]
     limit = target["ca_drop"] if backdoored else 0.01
     if drop > limit:
@@ -93,12 +96,21 @@ def table(rows: list) -> list[str]:
                                                       "failed")
         lines.append(f"| {card['name']} | {card['arch']} | {card['attack'] or 'clean'} | "
                      f"{card['rate'] if card['attack'] else '–'} | {card['split']} | "
-                     f"{change(before, after, KEYS[0])} | {change(before, after, KEYS[1])} | "
+                     f"{change(before, after, KEYS[0])} | {asr_cell(before, after)} | "
                      f"{pct(before.get('target_confusion'))} | "
                      f"{change(before, after, KEYS[2])} | {layers[:60]} | "
                      f"{run['seconds']:.0f} ({multiple:.1f}) | "
                      f"{verdict} |")
     return lines
+
+
+def asr_cell(before: dict, after: dict) -> str:
+    """Before → after; after a repair that leaves the trigger taking samples into a third
+    class, the share it takes there, and which class (the target-class column is then the
+    backdoor's own target's accuracy)."""
+    cell = change(before, after, KEYS[1])
+    return cell + (f" (into class {after['takeover_class']})" if "takeover_class" in after
+                   else "")
 
 
 def summary(rows: list, field: str) -> list[str]:
@@ -202,7 +214,12 @@ def render(cards: dict, results: dict, slices: int, total: int = 0) -> str:
            "the share of other classes' test images the original model already puts in the "
            "target class with no trigger (`evaluate`'s `target_confusion`); the ASR counts "
            "them too, so a repair cannot bring it much below that without changing clean "
-           "answers. The verdict still holds every model to the issue's 2 %.", ""] + \
+           "answers. The verdict still holds every model to the issue's 2 %. `(into class "
+           "N)`: after the repair the trigger takes that share of other classes' images "
+           "into class N rather than the backdoor's target (`evaluate` reports the class "
+           "the trigger takes most); the target-class column stays the backdoor's own "
+           "target. Rows measured before stop 23 did not record it, and where it happened "
+           "their target-class column is class N's accuracy.", ""] + \
         coverage(cards, results, total or len(cards))
     for mode, title in (("known", f"Known trigger, 100 clean samples (worst of {slices} "
                                   "disjoint slices)"),

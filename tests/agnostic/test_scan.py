@@ -88,6 +88,8 @@ def test_agnostic_repair_removes_the_backdoor(name, samples, tmp_path):
                      device="cpu").quality
     assert after.attack_success_rate <= 0.05
     assert before.clean_accuracy - after.clean_accuracy <= 0.02
+    assert report.config["max_target_erosion"] == 0.25     # the bound holds the class here too
+    assert report.chosen_figures["target_erosion"] <= 0.25
 
 
 def test_a_model_called_clean_is_hardened_within_the_bound_on_changed_answers(tmp_path):
