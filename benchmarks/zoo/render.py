@@ -218,8 +218,8 @@ def render(cards: dict, results: dict, slices: int, total: int = 0) -> str:
            "N)`: after the repair the trigger takes that share of other classes' images "
            "into class N rather than the backdoor's target (`evaluate` reports the class "
            "the trigger takes most); the target-class column stays the backdoor's own "
-           "target. Rows measured before stop 23 did not record it, and where it happened "
-           "their target-class column is class N's accuracy.", ""] + \
+           "target. Runs made before commit f2248e6 (stop 22) did not record it; where it "
+           "happened, their target-class column is class N's accuracy.", ""] + \
         coverage(cards, results, total or len(cards))
     for mode, title in (("known", f"Known trigger, 100 clean samples (worst of {slices} "
                                   "disjoint slices)"),
