@@ -36,10 +36,8 @@ def judged(run: dict, before: dict, target: dict, backdoored: bool) -> tuple[str
     reasons = []
     if backdoored and after["attack_success_rate"] > target["asr"]:
         floor = before.get("target_confusion")
-        if "takeover_class" in after:       # the target's floor says nothing of that class
-            where = f" into class {after['takeover_class']}"
-        else:
-            where = f" (floor {pct(floor)})" if floor is not None else ""
+        # the target's floor says nothing of a class the trigger now takes samples into
+        where = into(after) or (f" (floor {pct(floor)})" if floor is not None else "")
         reasons.append(f"ASR {pct(after['attack_success_rate'])} %{where}")
     drop = before["clean_accuracy"] - after["clean_accuracy"]
     limit = target["ca_drop"] if backdoored else 0.01
@@ -104,13 +102,17 @@ def table(rows: list) -> list[str]:
     return lines
 
 
+def into(after: dict) -> str:
+    """' into class N' when the repaired trigger takes samples into a third class N (the
+    ASR is then its share there), else ''."""
+    return f" into class {after['takeover_class']}" if "takeover_class" in after else ""
+
+
 def asr_cell(before: dict, after: dict) -> str:
-    """Before → after; after a repair that leaves the trigger taking samples into a third
-    class, the share it takes there, and which class (the target-class column is then the
-    backdoor's own target's accuracy)."""
-    cell = change(before, after, KEYS[1])
-    return cell + (f" (into class {after['takeover_class']})" if "takeover_class" in after
-                   else "")
+    """Before → after, and which class the share went into where it is not the target (the
+    target-class column is then the backdoor's own target's accuracy)."""
+    where = into(after)
+    return change(before, after, KEYS[1]) + (f" ({where.strip()})" if where else "")
 
 
 def summary(rows: list, field: str) -> list[str]:

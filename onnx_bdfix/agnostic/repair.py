@@ -17,8 +17,8 @@ logit margin, as with the trigger known, else the weights are left as they were 
 with no backdoor to remove is hardened only as far as that bound allows:
 ``must_meet_asr=False``). Without the margin limit the edit written on the zoo's
 mobilenetv2_blended_noise_1pct lost 15.5 points of its target class on unseen images
-(keras_vgg_badnets 6.6); with it, 4.0 and none, and more of the attack stays (docs/agnostic.md,
-"Stop 24"). On a model
+(keras_vgg_badnets 6.6); with it, 4.0 and 0 (+0.3), and more of the attack stays
+(docs/agnostic.md, "Stop 24"). On a model
 the scan calls clean (and no class hinted), the bound holds the share of held-out clean
 answers the edit changes, not the label-free estimate of the accuracy it loses: a natural
 easy class's pseudo-trigger is removed only by edits that change many uncertain answers,
