@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ..errors import RepairShortfall
+from ..errors import InternalError, RepairShortfall
 from .anchor import OFFSET_RULES, held_out_figures, slack_offset
 from .edit import edited_model
 from .fit import Fit
@@ -247,7 +247,8 @@ def meeting(results: list[CandidateResult], config: RepairConfig) -> list[Candid
 
 def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateResult | None:
     """The edit to write. Among the candidates within the clean-cost bound that meet
-    ``max_asr``, the lowest smooth score (ties to the earlier, fewer layers), written with
+    ``max_asr``, the first by :func:`ranking` (by default the lowest smooth score; ties to
+    the earlier, fewer layers), written with
     the reading of its offset that keeps the target class's margin if one of them meets it
     too (:func:`margin_kept`). When none meets it: with ``config.must_meet_asr`` (a known
     trigger) :class:`RepairShortfall`; else the lowest score within the bound (hardening),
@@ -258,8 +259,22 @@ def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateRes
     ranked = ranked or within(results, config)
     if not ranked:
         return None
-    best = min(ranked, key=lambda result: round(result.score, 6))
+    best = min(ranked, key=ranking(config))
     return target_kept(margin_kept(best, ranked) or best, ranked)
+
+
+def ranking(config: RepairConfig):
+    """The order :func:`choose` takes its pick by. ``choose_by="score"``: the lowest smooth
+    score (the trigger known: its ~90 held-out triggered samples are the real trigger's, and
+    the score balances them against the clean shift). ``"pull"``: the least held-out trigger
+    pull (to 0.001, then the score): the edit that removes the most of the triggered
+    samples' pull toward the target within the bound, for reconstructed triggers, which an
+    edit must remove with room to spare to carry over to the real one."""
+    if config.choose_by == "pull":
+        return lambda result: (round(result.trigger_pull, 3), round(result.score, 6))
+    if config.choose_by != "score":
+        raise InternalError(f"choose_by must be 'score' or 'pull', not {config.choose_by!r}")
+    return lambda result: round(result.score, 6)
 
 
 def same_edit(result: CandidateResult) -> tuple:

@@ -29,10 +29,9 @@ class RepairConfig:
     :class:`RepairShortfall`, else the lowest-scoring edit within the bound is written (or
     none). The trigger-agnostic mode passes its own choices as data: a second target-key
     weight to cross-validate (``target_weight_grid``), scoring each edit without the logit
-    anchor too (``score_without_anchor``), the gentlest unlearning first and the harder
-    only when it falls short (``alpha=0.1``; with the trigger known every strength is scored
-    together, and the score often prefers a harder one that carries over better to unseen
-    triggered images), no slack reading of the anchor's offset
+    anchor too (``score_without_anchor``), the edit that leaves the reconstructions the
+    least pull toward the target rather than the lowest smooth score (``choose_by="pull"``),
+    no slack reading of the anchor's offset
     (``target_slack=0``: reconstructions do not measure the real trigger's room), and
     hardening rather than refusing (``must_meet_asr=False``); on a model its scan calls
     clean, the bound holds the share of held-out clean answers an edit changes
@@ -53,7 +52,7 @@ class RepairConfig:
                                         # spend to keep the target class (0: not read)
     alpha: float | None = None          # weight of the triggered term; None: cross-validated
     overshoot: float = 0.25             # push triggered outputs past clean, away from the shift
-    alpha_grid: tuple = (0.1, 0.3, 1.0)  # all scored together (agnostic: 0.1 first, then these)
+    alpha_grid: tuple = (0.1, 0.3, 1.0)  # all scored together
     harder_alphas: tuple = (3.0, 10.0)  # unlearning harder still, when every edit above falls
                                         # short (before the sequential edits)
     eps: float | None = None            # ridge ε; None: chosen by cross-validation
@@ -72,6 +71,8 @@ class RepairConfig:
                                              # an edit may take, held out (None: no limit)
     max_asr: float = 0.02               # held-out attack success an edit must reach
     must_meet_asr: bool = True          # none does: refuse (True) or harden within the bound
+    choose_by: str = "score"            # "score": the lowest smooth score; "pull": the least
+                                        # held-out trigger pull (crossval.ranking)
     stronger: bool = True               # try merge edits when the plain ones fall short
     mode: str = "bdk"                   # "bdk": trigger given; "agnostic": reconstructed
 

@@ -117,8 +117,10 @@ def reason(chosen: CandidateResult | None, results: list[CandidateResult],
                   f"{chosen.first.strength[0]:g}), then, collected again through it, "
                   f"{', '.join(chosen.layers)}; ")
     bound = "no bound" if config.max_clean_drop is None else f"{config.max_clean_drop:.1%}"
-    return (f"{named}lowest smooth held-out score (trigger pull and shift + clean and "
-            f"target-class shift) of {len(results)} candidates (layers x strength) within "
+    picked = "least held-out trigger pull (then lowest smooth score)" \
+        if config.choose_by == "pull" else "lowest smooth held-out score (trigger pull and " \
+        "shift + clean and target-class shift)"
+    return (f"{named}{picked} of {len(results)} candidates (layers x strength) within "
             f"the bound on its {measure} ({bound}) and {goal} {config.max_asr:.1%} attack success: "
             f"alpha={chosen.alpha:g}, eps={chosen.eps:g}, {chosen.attack_success:.1%} attack "
             f"success, {chosen.clean_cost:.1%} clean cost, {chosen.agreement:.1%} clean "
