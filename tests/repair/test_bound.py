@@ -9,7 +9,7 @@ from conftest import init, make_model, tensor_info
 from onnx import helper, save_model
 
 from onnx_bdfix.data import Dataset, Trigger
-from onnx_bdfix.errors import RepairShortfall
+from onnx_bdfix.errors import InternalError, RepairShortfall
 from onnx_bdfix.repair import RepairConfig, repair_model
 from onnx_bdfix.repair.crossval import CandidateResult, choose
 from onnx_bdfix_cli.main import main
@@ -28,6 +28,22 @@ def test_choice_keeps_to_the_bound_and_prefers_the_lowest_score_that_meets_the_g
     chosen = choose(results, RepairConfig(max_clean_drop=0.01, max_asr=0.02))
     assert chosen.layers == ("best",)
     assert choose(results, RepairConfig(max_clean_drop=0.05)).layers == ("costly",)
+
+
+def test_the_pull_choice_takes_the_least_trigger_pull_within_the_bound():
+    """choose_by="pull" (trigger-agnostic, a class suspected): the edit leaving the least
+    held-out trigger pull, to 0.001 (then the score), never one past the bound."""
+    gentle, firm, firmer, costly = (candidate(0.0, 0.002, 0.05, "gentle"),
+                                    candidate(0.0, 0.008, 0.30, "firm"),
+                                    candidate(0.0, 0.009, 0.35, "firmer"),
+                                    candidate(0.0, 0.030, 0.40, "costly"))
+    gentle.trigger_pull, firm.trigger_pull, firmer.trigger_pull = 0.20, 0.0104, 0.0101
+    costly.trigger_pull = 0.0
+    results = [gentle, firm, firmer, costly]
+    assert choose(results, RepairConfig()).layers == ("gentle",)
+    assert choose(results, RepairConfig(choose_by="pull")).layers == ("firm",)
+    with pytest.raises(InternalError):
+        choose(results, RepairConfig(choose_by="most"))
 
 
 def test_the_chosen_edit_is_written_with_the_offset_that_keeps_the_target_margin():
