@@ -29,9 +29,11 @@ class RepairConfig:
     :class:`RepairShortfall`, else the lowest-scoring edit within the bound is written (or
     none). The trigger-agnostic mode passes its own choices as data: a second target-key
     weight to cross-validate (``target_weight_grid``), scoring each edit without the logit
-    anchor too (``score_without_anchor``), the edit that leaves the reconstructions the
-    least pull toward the target rather than the lowest smooth score (``choose_by="pull"``),
-    no slack reading of the anchor's offset
+    anchor too (``score_without_anchor``), with a class suspected every strength at once
+    and the edit that leaves the reconstructions the least pull toward the target rather
+    than the lowest smooth score (``choose_by="pull"``; a model its scan calls clean: the
+    gentlest strength first, ``alpha=0.1``, and the score), no slack reading of the
+    anchor's offset
     (``target_slack=0``: reconstructions do not measure the real trigger's room), and
     hardening rather than refusing (``must_meet_asr=False``); on a model its scan calls
     clean, the bound holds the share of held-out clean answers an edit changes
