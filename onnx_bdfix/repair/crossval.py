@@ -7,6 +7,7 @@ cost exceeds ``max_clean_drop`` is never chosen, whatever it removes.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -259,25 +260,34 @@ def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateRes
     ranked = ranked or within(results, config)
     if not ranked:
         return None
-    best = min(ranked, key=ranking(config))
+    best = min(ranked, key=ranking(config)[1])
     return target_kept(margin_kept(best, ranked) or best, ranked)
 
 
-def ranking(config: RepairConfig):
-    """The order :func:`choose` takes its pick by. ``choose_by="score"``: the lowest smooth
-    score (the trigger known: its ~90 held-out triggered samples are the real trigger's, and
-    the score balances them against the clean shift). ``"pull"``: the least held-out trigger
-    pull (to 0.001, then the score): the edit that removes the most of the triggered
-    samples' pull toward the target within the bound, for reconstructed triggers, which an
-    edit must remove with room to spare to carry over to the real one. The pull does not
-    see triggered samples sent on to a third class (the zoo's vgg11_sig_norm, agnostic:
-    27.5 % into class 6, where the score's pick left 1.9 %); ranking by pull plus that
-    shift kept it and lost vgg11_blended_noise (docs/agnostic.md, "Stop 25")."""
-    if config.choose_by == "pull":
-        return lambda result: (round(result.trigger_pull, 3), round(result.score, 6))
-    if config.choose_by != "score":
-        raise InternalError(f"choose_by must be 'score' or 'pull', not {config.choose_by!r}")
-    return lambda result: round(result.score, 6)
+# choose_by -> (what the report calls the rule, the sort key of a candidate)
+RANKINGS = {
+    "score": ("lowest smooth held-out score (trigger pull and shift + clean and "
+              "target-class shift)", lambda result: round(result.score, 6)),
+    "pull": ("least held-out trigger pull (then lowest smooth score)",
+             lambda result: (round(result.trigger_pull, 3), round(result.score, 6))),
+}
+
+
+def ranking(config: RepairConfig) -> tuple[str, Callable[[CandidateResult], object]]:
+    """The order :func:`choose` takes its pick by, and its name for the report.
+    ``choose_by="score"``: the lowest smooth score (the trigger known: its ~90 held-out
+    triggered samples are the real trigger's, and the score balances them against the clean
+    shift). ``"pull"``: the least held-out trigger pull (to 0.001, then the score): the edit
+    that removes the most of the triggered samples' pull toward the target within the bound,
+    for reconstructed triggers, which an edit must remove with room to spare to carry over
+    to the real one. The pull does not see triggered samples sent on to a third class (the
+    zoo's vgg11_sig_norm, agnostic: 27.5 % into class 6, where the score's pick left 1.9 %);
+    ranking by pull plus that shift kept it and lost vgg11_blended_noise (docs/agnostic.md,
+    "Stop 25")."""
+    if config.choose_by not in RANKINGS:
+        raise InternalError(f"choose_by must be one of {sorted(RANKINGS)}, "
+                            f"not {config.choose_by!r}")
+    return RANKINGS[config.choose_by]
 
 
 def same_edit(result: CandidateResult) -> tuple:

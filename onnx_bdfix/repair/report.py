@@ -9,7 +9,7 @@ import numpy as np
 from .. import __version__
 from ..data import Dataset
 from ..metrics import parity, quality
-from .crossval import CandidateResult
+from .crossval import CandidateResult, ranking
 from .evidence import layer_evidence
 from .fit import Fit
 from .plan import Plan, RepairConfig
@@ -117,10 +117,7 @@ def reason(chosen: CandidateResult | None, results: list[CandidateResult],
                   f"{chosen.first.strength[0]:g}), then, collected again through it, "
                   f"{', '.join(chosen.layers)}; ")
     bound = "no bound" if config.max_clean_drop is None else f"{config.max_clean_drop:.1%}"
-    picked = "least held-out trigger pull (then lowest smooth score)" \
-        if config.choose_by == "pull" else "lowest smooth held-out score (trigger pull and " \
-        "shift + clean and target-class shift)"
-    return (f"{named}{picked} of {len(results)} candidates (layers x strength) within "
+    return (f"{named}{ranking(config)[0]} of {len(results)} candidates (layers x strength) within "
             f"the bound on its {measure} ({bound}) and {goal} {config.max_asr:.1%} attack success: "
             f"alpha={chosen.alpha:g}, eps={chosen.eps:g}, {chosen.attack_success:.1%} attack "
             f"success, {chosen.clean_cost:.1%} clean cost, {chosen.agreement:.1%} clean "
