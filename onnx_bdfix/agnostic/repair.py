@@ -5,9 +5,10 @@ The scan (:mod:`.scan`) finds, per class, the strongest small triggers. The clas
 triggers taken in turn, one per cross-validation fold: the strongest, then the strongest of
 each other family, then runners-up, all as strong as the alarm level (:meth:`Found.strong`),
 four at most; where the class's best is a blend, its whole-image blends are refined toward
-the backdoor. Each fold's held-out samples carry a reconstruction the other folds never saw,
-so the layer and strength are chosen for how the edit carries over to new instances of the
-trigger, not to the ones it was fitted on. This mode's own choices go to the pipeline as
+the backdoor; where it is a patch, the folds left free take smaller patches found inside it
+and refined, first (:mod:`.shrink`). Each fold's held-out samples carry a reconstruction the
+other folds never saw, so the layer and strength are chosen for how the edit carries over to
+new instances of the trigger, not to the ones it was fitted on. This mode's own choices go to the pipeline as
 data: a second target-key weight (1) and the edit scored with and without the logit anchor
 are cross-validated too (and no slack reading of the anchor: a reconstruction does not
 measure how far the real trigger is from the target); with a class suspected, every
@@ -44,6 +45,7 @@ from ..repair import RepairConfig, RepairReport, repair_model
 from .refine import refine_blend
 from .scan import PROBE, ScanResult, scan_model
 from .search import Found
+from .shrink import shrunk_patches
 
 STRONG = 0.9   # runners-up and refined blends must send this share of the probe (or the best's)
 
@@ -62,6 +64,7 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
     triggers = found.strong(level, most=config.folds)  # one reconstruction per fold
     if found.params["family"] in ("blend", "noise blend"):
         triggers = _refined(result, clean, found, triggers, level)
+    triggers = _shrunk(result, clean, found, level, config.folds - len(triggers)) + triggers
     result.runner = None                 # the repair opens its own sessions
     trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)
     settings = replace(config, target_class=found.target, mode="agnostic",
@@ -94,6 +97,14 @@ def _refined(scanned: ScanResult, clean: Dataset, found: Found, triggers: list[T
                          seed, scanned.span)
             if _whole_image_blend(trigger) else trigger
             for seed, trigger in enumerate(triggers)]
+
+
+def _shrunk(scanned: ScanResult, clean: Dataset, found: Found, level: float, most: int
+            ) -> list[Trigger]:
+    """Smaller patches inside a found patch, refined (:mod:`.shrink`), for the folds the
+    scan's reconstructions leave free; on the scan's own session."""
+    return shrunk_patches(scanned.runner, scanned.output, clean.head(PROBE).x, found, level,
+                          scanned.span, most)
 
 
 def _whole_image_blend(trigger: Trigger) -> bool:
