@@ -8,9 +8,9 @@ four at most; where the class's best is a blend, its whole-image blends are refi
 the backdoor; where it is a patch, the folds left free take smaller patches found inside it
 and refined, first (:mod:`.shrink`). Each fold's held-out samples carry a reconstruction the
 other folds never saw, so the layer and strength are chosen for how the edit carries over to
-new instances of the trigger, not to the ones it was fitted on. This mode's own choices go to the pipeline as
-data: a second target-key weight (1) and the edit scored with and without the logit anchor
-are cross-validated too (and no slack reading of the anchor: a reconstruction does not
+new instances of the trigger, not to the ones it was fitted on. This mode's own choices go to
+the pipeline as data: a second target-key weight (1) and the edit scored with and without the
+logit anchor are cross-validated too (and no slack reading of the anchor: a reconstruction does not
 measure how far the real trigger is from the target); with a class suspected, every
 unlearning strength is scored at once, and the pick is the edit that leaves the
 reconstructions the least pull toward the target (``choose_by="pull"``), not the lowest
