@@ -297,7 +297,7 @@ def ranking(config: RepairConfig) -> tuple[str, Callable[[CandidateResult], obje
     2.1–2.6 % where the least pull leaves 1.7–1.8, its floor 1.5). The least pull alone
     paid for that with the target class, where a hundred samples hold few of it (gray_cnn_lf
     slice 4: −4.7 points; vgg11_lf slices 1 and 4: −4.7 and −3.7, whose held-out target
-    samples all stayed at probability ≈ 1); those picks cost 0.06–0.08 more of the other
+    samples all stayed at probability ≈ 1); those picks cost 0.034–0.31 more of the other
     terms, the ones that kept both 0.01–0.02 (docs/method.md, "Stop 27")."""
     if config.choose_by not in RANKINGS:
         raise InternalError(f"choose_by must be one of {sorted(RANKINGS)}, "
