@@ -21,9 +21,6 @@ from .plan import Plan, RepairConfig
 
 Strength = tuple[float, float, float, float]   # (alpha, eps, overshoot, target-key weight)
 TARGET_EROSION = 0.02   # share of the target class's median logit margin an edit may take
-SHIFT_ROOM = 0.03   # "guarded": how much more of the score's shifts (trigger, clean and
-                    # target-class: mean total variation) than the lowest-scoring edit's an
-                    # edit may take to leave less trigger pull
 
 
 @dataclass(frozen=True)
@@ -251,19 +248,19 @@ def meeting(results: list[CandidateResult], config: RepairConfig) -> list[Candid
 
 def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateResult | None:
     """The edit to write. Among the candidates within the clean-cost bound that meet
-    ``max_asr``, the first by :func:`ranking` (by default the least trigger pull at a small
-    cost in the score's other terms, :func:`guarded`; ties to the earlier, fewer layers),
-    written with the reading of its offset that keeps the target class's margin if one of
-    them meets it too (:func:`margin_kept`). When none meets it: with
-    ``config.must_meet_asr`` (a known trigger) :class:`RepairShortfall`; else the first by
-    :func:`ranking` within the bound (hardening), or None when none is within it."""
+    ``max_asr``, the first by :func:`ranking` (by default the lowest smooth score; ties to
+    the earlier, fewer layers), written with the reading of its offset that keeps the
+    target class's margin if one of them meets it too (:func:`margin_kept`). When none
+    meets it: with ``config.must_meet_asr`` (a known trigger) :class:`RepairShortfall`;
+    else the first by :func:`ranking` within the bound (hardening), or None when none is
+    within it."""
     ranked = meeting(results, config)
     if not ranked and config.must_meet_asr:
         raise RepairShortfall(shortfall(results, config))
     ranked = ranked or within(results, config)
     if not ranked:
         return None
-    best = min(guarded(ranked, config), key=ranking(config)[1])
+    best = min(ranked, key=ranking(config)[1])
     return target_kept(margin_kept(best, ranked) or best, ranked)
 
 
@@ -273,48 +270,24 @@ RANKINGS = {
               "target-class shift)", lambda result: round(result.score, 6)),
     "pull": ("least held-out trigger pull (then lowest smooth score)",
              lambda result: (round(result.trigger_pull, 3), round(result.score, 6))),
-    "guarded": (f"least held-out trigger pull (then lowest smooth score) among the edits "
-                f"whose trigger, clean and target-class shifts add up to at most {SHIFT_ROOM} "
-                f"more than the lowest-scoring one's",
-                lambda result: (round(result.trigger_pull, 3), round(result.score, 6))),
 }
 
 
 def ranking(config: RepairConfig) -> tuple[str, Callable[[CandidateResult], object]]:
     """The order :func:`choose` takes its pick by, and its name for the report.
-    ``choose_by="score"``: the lowest smooth score. ``"pull"``: the least held-out trigger
-    pull (to 0.001, then the score): the edit that removes the most of the triggered
-    samples' pull toward the target within the bound, for reconstructed triggers, which an
-    edit must remove with room to spare to carry over to the real one. The pull does not see
-    triggered samples sent on to a third class (the zoo's vgg11_sig_norm, agnostic: 27.5 %
-    into class 6, where the score's pick left 1.9 %); ranking by pull plus that shift kept it
-    and lost vgg11_blended_noise (docs/agnostic.md, "Stop 25"). ``"guarded"`` (the trigger
-    known, the default): the least pull among the edits whose other terms of the score add
-    up to at most :data:`SHIFT_ROOM` more than the lowest-scoring edit's (:func:`guarded`).
-    With the trigger known, every edit that meets the goal reads 0–1 of ~90 held-out
-    triggered samples; the score's pick then often leaves a few tenths of a point more of
-    the trigger on unseen images than the least pull (convnext_badnets, three slices of 100:
-    2.1–2.6 % where the least pull leaves 1.7–1.8, its floor 1.5). The least pull alone
-    paid for that with the target class, where a hundred samples hold few of it (gray_cnn_lf
-    slice 4: −4.7 points; vgg11_lf slices 1 and 4: −4.7 and −3.7, whose held-out target
-    samples all stayed at probability ≈ 1); those picks cost 0.034–0.31 more of the other
-    terms, the ones that kept both 0.01–0.02 (docs/method.md, "Stop 27")."""
+    ``choose_by="score"``: the lowest smooth score (the trigger known: its ~90 held-out
+    triggered samples are the real trigger's, and the score balances them against the clean
+    shift). ``"pull"``: the least held-out trigger pull (to 0.001, then the score): the edit
+    that removes the most of the triggered samples' pull toward the target within the bound,
+    for reconstructed triggers, which an edit must remove with room to spare to carry over
+    to the real one. The pull does not see triggered samples sent on to a third class (the
+    zoo's vgg11_sig_norm, agnostic: 27.5 % into class 6, where the score's pick left 1.9 %);
+    ranking by pull plus that shift kept it and lost vgg11_blended_noise (docs/agnostic.md,
+    "Stop 25")."""
     if config.choose_by not in RANKINGS:
         raise InternalError(f"choose_by must be one of {sorted(RANKINGS)}, "
                             f"not {config.choose_by!r}")
     return RANKINGS[config.choose_by]
-
-
-def guarded(ranked: list[CandidateResult], config: RepairConfig) -> list[CandidateResult]:
-    """The candidates :func:`choose` takes its pick from: all of ``ranked``, or, with
-    ``choose_by="guarded"``, those whose shifts (the score less the trigger pull: how far
-    triggered samples land from their clean answers, and clean and target-class samples
-    from theirs) exceed the lowest-scoring candidate's by at most :data:`SHIFT_ROOM`."""
-    if config.choose_by != "guarded":
-        return ranked
-    shifts = lambda result: result.score - result.trigger_pull  # noqa: E731
-    lowest = min(ranked, key=RANKINGS["score"][1])
-    return [result for result in ranked if shifts(result) <= shifts(lowest) + SHIFT_ROOM + 1e-12]
 
 
 def same_edit(result: CandidateResult) -> tuple:

@@ -26,11 +26,10 @@ class RepairConfig:
     An edit is written only when its held-out clean cost (lost clean accuracy, measured or
     estimated: :attr:`CandidateResult.clean_cost`) is at most ``max_clean_drop``, and its
     held-out attack success at most ``max_asr``; when none is, ``must_meet_asr`` refuses with
-    :class:`RepairShortfall`, else the first edit within the bound by the ranking
-    (``choose_by``, :func:`crossval.ranking`) is written (or none). The trigger-agnostic
-    mode passes its own choices as data: a second target-key weight to cross-validate
-    (``target_weight_grid``), scoring each edit without the logit anchor too
-    (``score_without_anchor``), with a class suspected every strength at once
+    :class:`RepairShortfall`, else the lowest-scoring edit within the bound is written (or
+    none). The trigger-agnostic mode passes its own choices as data: a second target-key
+    weight to cross-validate (``target_weight_grid``), scoring each edit without the logit
+    anchor too (``score_without_anchor``), with a class suspected every strength at once
     and the edit that leaves the reconstructions the least pull toward the target rather
     than the lowest smooth score (``choose_by="pull"``; a model its scan calls clean: the
     gentlest strength first, ``alpha=0.1``, and the score), no slack reading of the
@@ -74,10 +73,8 @@ class RepairConfig:
                                              # an edit may take, held out (None: no limit)
     max_asr: float = 0.02               # held-out attack success an edit must reach
     must_meet_asr: bool = True          # none does: refuse (True) or harden within the bound
-    choose_by: str = "guarded"          # "score": the lowest smooth score; "pull": the least
-                                        # held-out trigger pull; "guarded": the least pull
-                                        # at a small cost in the score's shifts
-                                        # (crossval.ranking)
+    choose_by: str = "score"            # "score": the lowest smooth score; "pull": the least
+                                        # held-out trigger pull (crossval.ranking)
     stronger: bool = True               # try merge edits when the plain ones fall short
     mode: str = "bdk"                   # "bdk": trigger given; "agnostic": reconstructed
 

@@ -25,10 +25,9 @@ def candidate(asr, cost, score, name="fc"):
 def test_choice_keeps_to_the_bound_and_prefers_the_lowest_score_that_meets_the_goal():
     results = [candidate(0.00, 0.030, 0.01, "costly"), candidate(0.01, 0.008, 0.20, "kept"),
                candidate(0.015, 0.009, 0.10, "best"), candidate(0.30, 0.0, 0.0, "weak")]
-    chosen = choose(results, RepairConfig(max_clean_drop=0.01, max_asr=0.02, choose_by="score"))
+    chosen = choose(results, RepairConfig(max_clean_drop=0.01, max_asr=0.02))
     assert chosen.layers == ("best",)
-    assert choose(results, RepairConfig(max_clean_drop=0.05, choose_by="score")).layers == \
-        ("costly",)
+    assert choose(results, RepairConfig(max_clean_drop=0.05)).layers == ("costly",)
 
 
 def test_the_pull_choice_takes_the_least_trigger_pull_within_the_bound():
@@ -41,23 +40,10 @@ def test_the_pull_choice_takes_the_least_trigger_pull_within_the_bound():
     gentle.trigger_pull, firm.trigger_pull, firmer.trigger_pull = 0.20, 0.0104, 0.0101
     costly.trigger_pull = 0.0
     results = [gentle, firm, firmer, costly]
-    assert choose(results, RepairConfig(choose_by="score")).layers == ("gentle",)
+    assert choose(results, RepairConfig()).layers == ("gentle",)
     assert choose(results, RepairConfig(choose_by="pull")).layers == ("firm",)
     with pytest.raises(InternalError):
         choose(results, RepairConfig(choose_by="most"))
-
-
-def test_the_default_choice_takes_the_least_pull_at_a_small_cost_in_the_shifts():
-    """choose_by="guarded" (the trigger known): the least held-out trigger pull among the
-    edits whose shifts (score less pull) exceed the lowest-scoring edit's by at most
-    SHIFT_ROOM; the score's own pick when no other is that close."""
-    lowest, near, far = (candidate(0.0, 0.002, 0.10, "lowest"),
-                         candidate(0.0, 0.002, 0.12, "near"), candidate(0.0, 0.002, 0.14, "far"))
-    lowest.trigger_pull, near.trigger_pull, far.trigger_pull = 0.030, 0.012, 0.002
-    assert RepairConfig().choose_by == "guarded"                   # shifts 0.10, 0.12, 0.14
-    assert choose([lowest, near, far], RepairConfig()).layers == ("near",)
-    assert choose([lowest, near, far], RepairConfig(choose_by="pull")).layers == ("far",)
-    assert choose([lowest, far], RepairConfig()).layers == ("lowest",)
 
 
 def test_the_chosen_edit_is_written_with_the_offset_that_keeps_the_target_margin():
