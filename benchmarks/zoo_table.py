@@ -195,6 +195,8 @@ def main() -> None:
              for spec in ZOO if (cache / spec.name / "card.json").is_file()
              and (not wanted or spec.name in wanted)}
     forget_rebuilt(results, cards)
+    if not args.render_only:
+        runs.check_command_tree(HERE.parent)
     if not args.keep_stale:
         forget_stale(results, accepted)
     for spec in ZOO:

@@ -3,6 +3,8 @@ dict of figures (a failure keeps its exit code and error line: it is a row, neve
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +17,33 @@ def cli(*args, timeout: int = 3600) -> tuple[int, str, str, float]:
     done = subprocess.run(["onnx-bdfix", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
     return done.returncode, done.stdout, done.stderr, time.perf_counter() - start
+
+
+def command_tree() -> Path:
+    """The source tree whose ``onnx_bdfix`` and ``onnx_bdfix_cli`` the ``onnx-bdfix`` command
+    imports, in this environment (``PYTHONPATH`` included)."""
+    command = shutil.which("onnx-bdfix")
+    if command is None:
+        raise SystemExit("no onnx-bdfix command on PATH")
+    interpreter = Path(command).read_text().splitlines()[0].removeprefix("#!").strip()
+    found = subprocess.run(
+        [interpreter, "-c", "import onnx_bdfix, onnx_bdfix_cli; "
+         "print(onnx_bdfix.__file__); print(onnx_bdfix_cli.__file__)"],
+        capture_output=True, text=True, env=os.environ, check=True).stdout.split()
+    trees = {Path(found[0]).resolve().parents[1], Path(found[1]).resolve().parents[1]}
+    if len(trees) != 1:
+        raise SystemExit(f"onnx-bdfix imports its library and its CLI from two trees: {trees}")
+    return trees.pop()
+
+
+def check_command_tree(tree: Path) -> None:
+    """Stop unless the command runs the code of ``tree``, the one the runs' digest is
+    computed on (a ``PYTHONPATH`` pointing at another worktree would label one code's rows
+    with another's digest)."""
+    used = command_tree()
+    if used != tree.resolve():
+        raise SystemExit(f"onnx-bdfix runs the code in {used}, not {tree}: the rows would "
+                         "carry the wrong digest (set PYTHONPATH or the install to this tree)")
 
 
 def clean_slice(folder: Path, work: Path, start: int, count: int) -> dict:
