@@ -83,8 +83,9 @@ def run_repair(case: Case, known: bool, out_path: Path) -> tuple[dict, str]:
     choose = pipeline.choose_or_refuse
 
     def kept(plan, fit, results, config, truth, timings):
-        seen.update(plan=plan, fit=fit, results=results, config=config)
-        return choose(plan, fit, results, config, truth, timings)
+        seen.update(plan=plan, fit=fit, results=results, config=config, chosen=None)
+        seen["chosen"] = choose(plan, fit, results, config, truth, timings)
+        return seen["chosen"]
     pipeline.choose_or_refuse = kept
     try:
         if known:
@@ -108,18 +109,11 @@ def pool_of(seen: dict, known: bool) -> list:
     return [candidate for candidate in pool if candidate.first is None]
 
 
-def picked(seen: dict):
-    try:
-        return crossval.choose(seen["results"], seen["config"])
-    except RepairShortfall:
-        return None
-
-
 def measure(case: Case, known: bool, out) -> str:
     before = evaluate(case.loaded, case.test, case.test_triggered, case.target, device="cpu")
     with tempfile.TemporaryDirectory() as work:
         seen, written = run_repair(case, known, Path(work) / "repaired.onnx")
-    config, chosen = seen["config"], picked(seen)
+    config, chosen = seen["config"], seen["chosen"]
     meeting = crossval.meeting(seen["results"], config)
     rows = []
     for number, candidate in enumerate(pool_of(seen, known)):

@@ -3,7 +3,6 @@ dict of figures (a failure keeps its exit code and error line: it is a row, neve
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -29,7 +28,7 @@ def command_tree() -> Path:
     found = subprocess.run(
         [interpreter, "-c", "import onnx_bdfix, onnx_bdfix_cli; "
          "print(onnx_bdfix.__file__); print(onnx_bdfix_cli.__file__)"],
-        capture_output=True, text=True, env=os.environ, check=True).stdout.split()
+        capture_output=True, text=True, check=True).stdout.split()
     trees = {Path(found[0]).resolve().parents[1], Path(found[1]).resolve().parents[1]}
     if len(trees) != 1:
         raise SystemExit(f"onnx-bdfix imports its library and its CLI from two trees: {trees}")
