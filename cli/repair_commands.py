@@ -57,10 +57,15 @@ from .progress import progress_display
                    "margin an edit may take on held-out samples (the class a repair must "
                    "keep, which few clean samples show; above 1 the margin may turn "
                    "negative).")
+@click.option("--shifted-copies", type=click.IntRange(0, 4), default=None,
+              help="With a known trigger: copies of each clean image, moved one pixel "
+                   "(down, up, right, left), fitted on too, with the trigger applied to "
+                   "them (triggered copies shifted alike). Default: 4 while samples and "
+                   "copies stay within 512, fewer above; 0 for none. Images only.")
 @search_image_options
 def repair(model, clean, out, trigger, triggered, layers, target_class, no_repair_step,
            output_name, report, runtime, eps, max_clean_drop, max_asr, max_target_erosion,
-           images):
+           shifted_copies, images):
     """Repair MODEL; write and verify the repaired model at OUT.
 
     With --trigger or --triggered the trigger is known. Without either, onnx-bdfix runs in
@@ -86,7 +91,8 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
                           target_class=target_class, repair_step=not no_repair_step,
                           output=output_name, device=runtime.device,
                           batch_size=runtime.batch_size, max_clean_drop=max_clean_drop,
-                          max_asr=max_asr, max_target_erosion=max_target_erosion)
+                          max_asr=max_asr, max_target_erosion=max_target_erosion,
+                          shifted_copies=shifted_copies)
     if eps is not None:
         config.eps = eps
     if not trigger and not triggered:
@@ -112,6 +118,9 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
 def print_repair(result) -> None:
     click.echo(f"repaired {result.model} -> {result.output_model} on {result.provider}")
     click.echo(f"target class {result.target_class} ({result.target_class_source})")
+    if result.shifted_copies:
+        click.echo(f"fitted on the clean samples and {result.shifted_copies} shifted "
+                   "copies of each")
     step = result.repair_step
     if step["enabled"]:
         click.echo(f"repair step: {step['target_samples']} of the clean samples are in the "

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..data import Trigger
-from .geometry import Domain, Geometry, blend, made, patch
+from ..data.layout import Geometry
+from .geometry import Domain, blend, made, patch
 
 NOISE_SEEDS = tuple(range(11, 19))
 BLEND_RATIOS = (0.15, 0.25)

@@ -1,5 +1,6 @@
-"""Where the image sits in one sample (CHW, HWC or a flat square), and the trigger shapes
-reconstructions are built from: blends of a mask and a pattern, and patches."""
+"""The trigger shapes reconstructions are built from: blends of a mask and a pattern, and
+patches, placed on the image as :mod:`onnx_bdfix.data.layout` finds it in a sample, inside
+the range the clean samples span (:class:`Domain`)."""
 from __future__ import annotations
 
 import hashlib
@@ -8,48 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import Trigger
-from ..errors import DataError
-
-
-@dataclass
-class Geometry:
-    """Where height, width and channels sit in one sample of the model's input."""
-    layout: str          # "CHW", "HWC" or "flat"
-    height: int
-    width: int
-    channels: int
-    shape: tuple
-
-    def to_sample(self, image: np.ndarray) -> np.ndarray:
-        """(H, W) image, or (C, H, W) one per channel -> an array that broadcasts to one
-        sample."""
-        if image.ndim == 3:
-            if self.layout == "CHW":
-                return image
-            if self.layout == "HWC":
-                return image.transpose(1, 2, 0)
-            return image.reshape(-1)
-        if self.layout == "CHW":
-            return image[None]
-        if self.layout == "HWC":
-            return image[..., None]
-        return image.reshape(-1)
-
-    def to_image(self, sample: np.ndarray) -> np.ndarray:
-        """An array broadcasting to one sample -> (C, H, W)."""
-        full = np.broadcast_to(sample, self.shape)
-        if self.layout == "HWC":
-            return np.ascontiguousarray(full.transpose(2, 0, 1))
-        return np.asarray(full).reshape(self.channels, self.height, self.width)
-
-    def per_channel(self, values: np.ndarray) -> np.ndarray:
-        """(C,) values -> an array that broadcasts to one sample, one value per channel."""
-        values = np.asarray(values, np.float32)
-        if self.layout == "CHW":
-            return values.reshape(-1, 1, 1)
-        if self.layout == "HWC":
-            return values.reshape(1, 1, -1)
-        return values.reshape(())
+from ..data.layout import Geometry
 
 
 @dataclass(frozen=True)
@@ -79,19 +39,6 @@ def domain(geo: Geometry, probe: np.ndarray, known: tuple | None = None) -> Doma
     images = np.stack([geo.to_image(sample) for sample in probe])      # (N, C, H, W)
     return Domain(images.min(axis=(0, 2, 3)).astype(np.float64),
                   images.max(axis=(0, 2, 3)).astype(np.float64))
-
-
-def geometry(sample_shape: tuple) -> Geometry:
-    shape = tuple(sample_shape)
-    if len(shape) == 3 and shape[0] in (1, 3) and shape[1] > 4:
-        return Geometry("CHW", shape[1], shape[2], shape[0], shape)
-    if len(shape) == 3 and shape[2] in (1, 3):
-        return Geometry("HWC", shape[0], shape[1], shape[2], shape)
-    if len(shape) == 1 and int(np.sqrt(shape[0])) ** 2 == shape[0]:
-        side = int(np.sqrt(shape[0]))
-        return Geometry("flat", side, side, 1, shape)
-    raise DataError(f"cannot read an image out of samples shaped {shape}; trigger-agnostic "
-                    "mode needs (C, H, W), (H, W, C) or a flattened square image")
 
 
 def made(kind: str, arrays: dict, label: str) -> Trigger:

@@ -33,9 +33,10 @@ import math
 import numpy as np
 
 from ..data import Trigger
+from ..data.layout import Geometry
 from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
-from .geometry import Domain, Geometry, blend, made
+from .geometry import Domain, blend, made
 from .nes import nes_step
 
 RATIO = 0.2                     # blend ratio

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import Trigger
+from ..data.layout import geometry
 from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
-from .geometry import Domain, blend, domain, geometry
+from .geometry import Domain, blend, domain
 from .nes import nes_step
 
 BLEND_STEPS = 30          # ascent steps

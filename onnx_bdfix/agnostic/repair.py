@@ -70,6 +70,7 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
     settings = replace(config, target_class=found.target, mode="agnostic",
                        target_weight_grid=(1.0,), harder_alphas=(),
                        score_without_anchor=True, target_slack=0.0, must_meet_asr=False,
+                       shifted_copies=0,
                        **choice(hint is not None or result.suspicious))
     report = repair_model(loaded, clean, trigger, out_path, settings, progress,
                     {"trigger": trigger.source, "trigger_arrays_sha256": trigger.sha256})

@@ -18,10 +18,11 @@ from scipy.stats import median_abs_deviation
 
 from ..activations import profile
 from ..data import Dataset
+from ..data.layout import geometry
 from ..errors import DataError
 from ..model import as_loaded, model_input, score_output
 from ..model.runtime import open_runner
-from .geometry import Domain, domain, geometry
+from .geometry import Domain, domain
 from .search import BUDGET, Found, Spent, search
 
 # flip rate that marks a class as a backdoor target, chosen on the zoo's tune seeds: the

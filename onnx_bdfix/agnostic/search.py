@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data import Trigger
+from ..data.layout import Geometry, geometry
 from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
 from .families import COLOUR_PROBE, colour_patch_triggers, global_triggers, patch_triggers
-from .geometry import Domain, Geometry, domain, geometry, patch
+from .geometry import Domain, domain, patch
 from .optimized import FAMILIES, NOISE_CLASSES, noise_cost, noise_triggers, optimized_triggers
 
 REFINE_STEPS = 40

@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import Trigger
+from ..data.layout import geometry
 from ..model.runtime import Runner, scores
-from .geometry import Domain, geometry, patch
+from .geometry import Domain, patch
 from .search import Found, flip_rates, refine
 
 TRIES = 6     # sub-windows refined at most (each costs the scan's refinement steps)

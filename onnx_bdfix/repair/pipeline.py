@@ -1,6 +1,6 @@
 """Known-trigger repair, end to end, as one plain function of named stages:
 
-    plan → order samples → collect → cross-validate → (only when the plain edits fall
+    plan → shifted copies, order samples → collect → cross-validate → (only when the plain edits fall
     short: collect again with the stronger edits, merge edits and normalization scales,
     and cross-validate them; when those fall short too: every edit so far unlearning
     harder; then sequential edits, collected again through the best one) → choose → edit
@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from ..data import Dataset
+from ..data.shifts import copy_count, with_copies
 from ..errors import RepairShortfall
 from ..metrics import check_labels, declared_target
 from ..model import as_loaded, save_model
@@ -72,9 +73,12 @@ def repair_model(model, clean: Dataset, triggered, out_path,
     (default: its digest)."""
     config, clock = config or RepairConfig(), Clock()
     with clock("load"):
-        plan = make_plan(as_loaded(model), clean, out_path, config)
-        samples = order_samples(plan, clean, triggered)
-    labels = None if clean.y is None else clean.y[plan.order]        # (N,) fold order
+        copies = copy_count(len(clean), clean.raw.shape[1:], config.shifted_copies)
+        plan = make_plan(as_loaded(model), clean, out_path, config, copies)
+        fitted = with_copies(clean, copies)        # the samples and their shifted copies
+        samples = order_samples(plan, fitted, with_copies(triggered, copies)
+                                if isinstance(triggered, Dataset) else triggered)
+    labels = None if fitted.y is None else fitted.y[plan.order]      # (N,) fold order
     declared = declared_target(config.target_class, triggered)
     with clock("collect"):
         fit = collect_fit(plan, samples, config, declared, progress, labels)

@@ -34,7 +34,8 @@ class RepairConfig:
     than the lowest smooth score (``choose_by="pull"``; a model its scan calls clean: the
     gentlest strength first, ``alpha=0.1``, and the score), no slack reading of the
     anchor's offset
-    (``target_slack=0``: reconstructions do not measure the real trigger's room), and
+    (``target_slack=0``: reconstructions do not measure the real trigger's room), no
+    shifted copies (``shifted_copies=0``: measured with the trigger known only), and
     hardening rather than refusing (``must_meet_asr=False``); on a model its scan calls
     clean, the bound holds the share of held-out clean answers an edit changes
     (``bound_changed_answers``), which no accuracy loss can exceed, rather than the
@@ -47,6 +48,8 @@ class RepairConfig:
     layers: str | list[str] = "auto"   # "auto" or layer names
     target_class: int | None = None
     repair_step: bool = True
+    shifted_copies: int | None = None   # shifted copies of each clean sample fitted on too
+                                        # (data/shifts.py); None: up to 4 within 512 rows
     target_weight: float | None = None  # weight of target-class clean keys; None: n_classes
     target_weight_grid: tuple = ()      # further target-key weights to cross-validate
     score_without_anchor: bool = False  # also score each edit with no target-logit anchor
@@ -91,6 +94,12 @@ class Plan:
     # merge edits and normalization scales, tried when ``sets`` fall short
     stronger: list[tuple[str, ...]] = ()
     with_stronger: bool = False   # collect for the stronger edits too (the second pass)
+    copies: int = 0               # shifted copies of each sample among the rows
+
+    @property
+    def given(self) -> np.ndarray:
+        """(N,) whether each fold-ordered row is a sample as given (not a shifted copy)."""
+        return self.order < len(self.order) // (self.copies + 1)
 
     @property
     def by_name(self) -> dict[str, Layer]:
@@ -108,17 +117,22 @@ class Plan:
         return len(self.bounds) - 1
 
 
-def fold_order(n: int, folds: int, seed: int) -> tuple[np.ndarray, list[int]]:
+def fold_order(n: int, folds: int, seed: int, copies: int = 0) -> tuple[np.ndarray, list[int]]:
     """A permutation that puts the samples of each fold together, and the fold bounds
-    (scikit-learn's shuffled K-fold split)."""
+    (scikit-learn's shuffled K-fold split of the ``n`` samples). With ``copies``, rows
+    ``c·n + i`` (c = 1..copies) are copies of sample i and go to its fold, after it."""
     parts = [test for _, test in KFold(folds, shuffle=True, random_state=seed).split(
         np.zeros((n, 1)))]
+    parts = [np.concatenate([part + copy * n for copy in range(copies + 1)]) for part in parts]
     bounds = np.cumsum([0] + [len(part) for part in parts]).tolist()
     return np.concatenate(parts), bounds
 
 
-def make_plan(loaded: LoadedModel, clean: Dataset, out_path, config: RepairConfig) -> Plan:
-    """Every check that can refuse the job, before any work; then layers and folds."""
+def make_plan(loaded: LoadedModel, clean: Dataset, out_path, config: RepairConfig,
+              copies: int = 0) -> Plan:
+    """Every check that can refuse the job, before any work; then layers and folds.
+    ``clean``: the samples as given; ``copies``: how many shifted copies of each the repair
+    works on too (:mod:`onnx_bdfix.data.shifts`; they join their sample's fold)."""
     check_model_output(out_path, [clean.source, *loaded.external_files],
                        bool(loaded.external_tensors), model=loaded.path)
     model_input(loaded)                      # one float data input, or a clear error
@@ -139,6 +153,6 @@ def make_plan(loaded: LoadedModel, clean: Dataset, out_path, config: RepairConfi
         merges = merge_layers(loaded.index, layers, output, config.max_auto_layers, cheap)
         scales = affine_layers(loaded.index, layers, output, config.max_auto_layers)
     folds = min(config.folds, max(2, len(clean) // 10))
-    order, bounds = fold_order(len(clean), folds, config.seed)
+    order, bounds = fold_order(len(clean), folds, config.seed, copies)
     return Plan(loaded, output, layers + merges, sets, order, bounds,
-                [(layer.name,) for layer in merges + scales])
+                [(layer.name,) for layer in merges + scales], copies=copies)

@@ -29,6 +29,7 @@ class RepairReport:
     candidates: list[dict]
     chosen_figures: dict
     repair_step: dict
+    shifted_copies: int               # shifted copies of each clean sample fitted on too
     parity: dict | None
     before: dict
     after: dict | None
@@ -53,16 +54,18 @@ class Outcome:
 def build_report(plan: Plan, fit: Fit, outcome: Outcome, config: RepairConfig, out_path,
                  timings: dict) -> RepairReport:
     chosen, collected = outcome.chosen, fit.collected
-    rows = outcome.rows                          # the samples the repaired model answered
+    given = plan.given[outcome.rows]             # of the rows the repaired model answered,
+    rows = outcome.rows[given]                   # the samples as given (not shifted copies)
     labels = outcome.labels[rows]
+    after = tuple(scores[given] for scores in outcome.after)
     return RepairReport(
         **common(plan, fit, outcome.results, chosen, config, timings),
         output_model=str(out_path), provider=outcome.provider,
         choice_reason=reason(chosen, outcome.results, config),
-        parity=parity(collected.clean_scores[rows], outcome.after[0]).as_dict(),
+        parity=parity(collected.clean_scores[outcome.rows], outcome.after[0]).as_dict(),
         before=quality(collected.clean_scores[rows], collected.triggered_scores[rows],
                        labels, fit.target).as_dict(),
-        after=quality(*outcome.after, labels, fit.target).as_dict())
+        after=quality(*after, labels, fit.target).as_dict())
 
 
 def refused_report(plan: Plan, fit: Fit, results: list[CandidateResult], config: RepairConfig,
@@ -70,12 +73,12 @@ def refused_report(plan: Plan, fit: Fit, results: list[CandidateResult], config:
     """The report of a repair that wrote nothing (no edit within the bound met the goal):
     every candidate it cross-validated and the original model's figures on all the clean
     samples (``labels``: (N,) in fold order); no output model, provider, parity or after."""
-    collected = fit.collected
+    collected, given = fit.collected, plan.given
     return RepairReport(
         **common(plan, fit, results, None, config, timings),
         output_model=None, provider=None, choice_reason=f"not repaired: {why}", parity=None,
-        before=quality(collected.clean_scores, collected.triggered_scores, labels,
-                       fit.target).as_dict(),
+        before=quality(collected.clean_scores[given], collected.triggered_scores[given],
+                       labels[given], fit.target).as_dict(),
         after=None)
 
 
@@ -90,15 +93,17 @@ def common(plan: Plan, fit: Fit, results: list[CandidateResult],
             "layers": [e.as_dict() for e in evidence],
             "chosen": list(chosen.all_layers) if chosen else [],
             "chosen_figures": chosen.as_dict() if chosen else {},
-            "repair_step": repair_step(fit, chosen, config),
+            "repair_step": repair_step(plan, fit, chosen, config),
+            "shifted_copies": plan.copies,
             "candidates": [r.as_dict() for r in results],
             "timings": timings, "config": asdict(config)}
 
 
-def repair_step(fit: Fit, chosen: CandidateResult | None, config: RepairConfig) -> dict:
+def repair_step(plan: Plan, fit: Fit, chosen: CandidateResult | None,
+                config: RepairConfig) -> dict:
     return {"enabled": config.repair_step,
             "target_key_weight": chosen.target_weight if chosen else fit.target_weight,
-            "target_samples": int((fit.reference == fit.target).sum()),
+            "target_samples": int((fit.reference[plan.given] == fit.target).sum()),
             "anchor_layer": fit.anchor_layer.name if fit.anchor_layer else None,
             "target_logit_offset": chosen.target_offset if chosen else 0.0}
 
@@ -135,5 +140,6 @@ def provenance(plan: Plan, clean: Dataset, trigger_info: dict,
                               "eps": chosen.first.strength[1]}
     return {"tool": "onnx-bdfix", "version": __version__, "mode": config.mode,
             "input_sha256": plan.loaded.sha256, "clean_sha256": clean.sha256,
-            "clean_samples": len(clean), "target_class": target, **trigger_info, **edit,
+            "clean_samples": len(clean), "shifted_copies": plan.copies,
+            "target_class": target, **trigger_info, **edit,
             "parameters": asdict(config)}

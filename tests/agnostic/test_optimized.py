@@ -6,7 +6,8 @@ import pytest
 from conftest import init, make_model, tensor_info
 from onnx import helper
 
-from onnx_bdfix.agnostic.geometry import Domain, geometry
+from onnx_bdfix.agnostic.geometry import Domain
+from onnx_bdfix.data.layout import geometry
 from onnx_bdfix.agnostic.nes import nes_step
 from onnx_bdfix.agnostic.optimized import (
     MAX_SHIFT,

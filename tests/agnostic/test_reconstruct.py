@@ -6,7 +6,8 @@ import pytest
 from conftest import init, make_model, tensor_info
 from onnx import helper
 
-from onnx_bdfix.agnostic.geometry import blend, geometry
+from onnx_bdfix.agnostic.geometry import blend
+from onnx_bdfix.data.layout import geometry
 from onnx_bdfix.agnostic.refine import refine_blend, weakest_ratio
 from onnx_bdfix.agnostic.search import _keep_best, _keep_best_found, Found
 from onnx_bdfix.data import TriggerSet

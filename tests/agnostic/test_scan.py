@@ -10,7 +10,8 @@ from onnx_bdfix_cli.main import main
 from onnx_bdfix.agnostic import agnostic_repair, scan_model
 from onnx_bdfix.agnostic.families import (COLOURINGS, colour_patch_triggers, patch_side,
                                           positions)
-from onnx_bdfix.agnostic.geometry import Domain, geometry
+from onnx_bdfix.agnostic.geometry import Domain
+from onnx_bdfix.data.layout import geometry
 from onnx_bdfix.data import load_data, load_trigger
 from onnx_bdfix.evaluation import evaluate
 from onnx_bdfix.model import load_model, model_input

@@ -4,7 +4,8 @@ import numpy as np
 from conftest import init, make_model, tensor_info
 from onnx import helper
 
-from onnx_bdfix.agnostic.geometry import Domain, geometry, patch
+from onnx_bdfix.agnostic.geometry import Domain, patch
+from onnx_bdfix.data.layout import geometry
 from onnx_bdfix.agnostic.search import Found
 from onnx_bdfix.agnostic.shrink import shrunk_patches, windows
 from onnx_bdfix.model.runtime import open_runner, scores

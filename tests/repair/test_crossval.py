@@ -3,6 +3,7 @@ every edit before it falls short, and its candidates go through the same bound."
 from conftest import MLP_TARGET as TARGET
 
 from onnx_bdfix.repair import RepairConfig, repair_model
+from onnx_bdfix.repair.plan import fold_order
 
 
 def alphas(report) -> set[float]:
@@ -31,3 +32,13 @@ def test_harder_edits_are_bounded_like_the_rest(mlp_backdoor, tmp_path):
     report = repair_model(model, clean, trigger, tmp_path / "out.onnx", config)
     assert set(config.harder_alphas) <= alphas(report)
     assert report.chosen == []
+
+
+def test_fold_order_keeps_each_samples_copies_in_its_fold():
+    plain, plain_bounds = fold_order(20, 4, 0)
+    order, bounds = fold_order(20, 4, 0, copies=2)
+    assert sorted(order.tolist()) == list(range(60))
+    for fold in range(4):
+        rows = set(order[bounds[fold]:bounds[fold + 1]].tolist())
+        given = set(plain[plain_bounds[fold]:plain_bounds[fold + 1]].tolist())
+        assert rows == {i + 20 * copy for i in given for copy in range(3)}
