@@ -3,6 +3,7 @@
 Margins are honest: they hold what the method reaches on these models (docs/method.md has the
 measured table), not the issue's targets where the method falls short of them.
 """
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -98,6 +99,11 @@ def test_repaired_file_differs_only_in_edited_weights(tmp_path):
     assert repaired.opset_import == original.opset_import
     assert repaired.ir_version == original.ir_version
     assert [p.key for p in repaired.metadata_props] == [PROVENANCE_KEY]
+    provenance = json.loads(repaired.metadata_props[0].value)
+    # 28x28 images at 100 samples: four shifted copies of each, fitted on; the report's
+    # figures are the 100 samples' own
+    assert provenance["clean_samples"] == N_CLEAN and provenance["shifted_copies"] == 4
+    assert report.shifted_copies == 4 and report.before["samples"] == N_CLEAN
     before = {i.name: numpy_helper.to_array(i) for i in original.graph.initializer}
     after = {i.name: numpy_helper.to_array(i) for i in repaired.graph.initializer}
     assert before.keys() == after.keys()
@@ -112,7 +118,8 @@ def test_repaired_file_differs_only_in_edited_weights(tmp_path):
 
 
 def test_repair_is_deterministic(tmp_path):
-    repair_fixture("sklearn_mlp_badnets", tmp_path / "a.onnx")
+    report, _, _ = repair_fixture("sklearn_mlp_badnets", tmp_path / "a.onnx")
+    assert report.shifted_copies == 0         # flat features: nothing to shift
     repair_fixture("sklearn_mlp_badnets", tmp_path / "b.onnx")
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
 
