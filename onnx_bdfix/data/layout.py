@@ -51,7 +51,6 @@ class Geometry:
         return values.reshape(())
 
 
-
 def geometry(sample_shape: tuple) -> Geometry:
     """The layout of samples shaped ``sample_shape`` (no batch axis), or DataError."""
     shape = tuple(sample_shape)
