@@ -35,6 +35,7 @@ class Runner:
     input_name: str
     input_dtype: np.dtype
     workdir: object = None        # the model's files, for models over 2 GiB (kept alive here)
+    fixed_batch: int | None = None  # rows every run must hold: an export with a fixed batch
 
     def run(self, batch: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
         return self.run_feed({self.input_name: batch.astype(self.input_dtype, copy=False)},
@@ -42,14 +43,51 @@ class Runner:
 
     def run_feed(self, feed: dict[str, np.ndarray], outputs: list[str] | None = None
                  ) -> list[np.ndarray]:
-        """Run on named inputs (a graph's tail takes several); ONNX Runtime failures are
-        errors of the model."""
+        """Run on named inputs (a graph's tail takes several), in pieces of the model's fixed
+        batch where it has one; ONNX Runtime failures are errors of the model."""
+        rows = len(next(iter(feed.values())))
+        if self.fixed_batch is None or rows == self.fixed_batch:
+            return self._run_once(feed, outputs)
+        return self._run_in_pieces(feed, outputs, rows)
+
+    def _run_in_pieces(self, feed: dict[str, np.ndarray], outputs: list[str] | None,
+                       rows: int) -> list[np.ndarray]:
+        """Each ``fixed_batch`` rows in turn, the last piece filled up by repeating its last
+        row; each output keeps the share of its rows that the real ones gave."""
+        size, pieces = self.fixed_batch, []
+        for start in range(0, rows, size):
+            real = min(size, rows - start)
+            piece = {name: _filled(value[start * len(value) // rows:
+                                         (start + real) * len(value) // rows], real, size)
+                     for name, value in feed.items()}
+            values = self._run_once(piece, outputs)
+            pieces.append([value[:len(value) * real // size] for value in values])
+        return [np.concatenate(column) for column in zip(*pieces)]
+
+    def _run_once(self, feed: dict[str, np.ndarray], outputs: list[str] | None
+                  ) -> list[np.ndarray]:
         try:
             return self.session.run(outputs, feed)
         except (ort.capi.onnxruntime_pybind11_state.Fail,
                 ort.capi.onnxruntime_pybind11_state.InvalidArgument,
                 ort.capi.onnxruntime_pybind11_state.RuntimeException) as exc:
             raise ModelError(f"ONNX Runtime failed on a batch: {_short(exc)}") from exc
+
+
+def _filled(value: np.ndarray, real: int, size: int) -> np.ndarray:
+    """``value`` (``real`` samples' rows) with its last sample's rows repeated up to ``size``
+    samples."""
+    if real == size:
+        return value
+    per_sample = len(value) // real
+    return np.concatenate([value] + [value[-per_sample:]] * (size - real))
+
+
+def fixed_batch(session: ort.InferenceSession) -> int | None:
+    """The batch the session's first input must have, where the export fixed it (torch's
+    exporters without dynamic axes fix it to the example's, often 1); None where it is free."""
+    first = session.get_inputs()[0].shape
+    return first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
 
 
 def _short(exc: BaseException) -> str:
@@ -96,7 +134,11 @@ def open_runner(model: onnx.ModelProto | bytes, device: str = "auto",
                           "cuDNN libraries); use --device cpu")
     model_input = session.get_inputs()[0]
     dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
-    return Runner(session, provider, model_input.name, np.dtype(dtype), workdir)
+    batch = fixed_batch(session)
+    if batch is not None:
+        log.debug("the model takes exactly %d sample(s) per run; running that many at a time",
+                  batch)
+    return Runner(session, provider, model_input.name, np.dtype(dtype), workdir, batch)
 
 
 def batch_slices(n: int, batch_size: int) -> Iterator[slice]:

@@ -163,11 +163,24 @@ def several_outputs(weights):
                   tensor_info("probabilities", ["N", 10]), logits_out()])
 
 
+def fixed_batch_one(weights):
+    """Exported for one sample at a time, as torch's exporters write a model without dynamic
+    axes: batch 1 in the input and output shapes and in a Reshape's constant."""
+    nodes = [helper.make_node("Reshape", ["x_in", "one_row"], ["x"], name="flatten")]
+    nodes += mlp_nodes()
+    return graph(nodes, mlp_inits(weights) + [init("one_row", np.array([1, 64], np.int64))],
+                 [tensor_info("logits", [1, 10])], inputs=[tensor_info("x_in", [1, 64])])
+
+
 # ------------------------------------------------------------------ the checks
 def predict(path, x) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outputs = {o.name: i for i, o in enumerate(session.get_outputs())}
-    scores = session.run(None, {session.get_inputs()[0].name: x})
+    name = session.get_inputs()[0].name
+    pieces = [x[i:i + 1] for i in range(len(x))] if session.get_inputs()[0].shape[0] == 1 \
+        else [x]                                            # a fixed batch of one
+    scores = [np.concatenate(column)
+              for column in zip(*(session.run(None, {name: piece}) for piece in pieces))]
     return scores[outputs.get("probabilities", outputs["logits"])].argmax(1)
 
 
@@ -206,9 +219,9 @@ def dtypes(path) -> dict:
 
 
 @pytest.mark.parametrize("build", [fp16, gemm_trans_a, inits_as_inputs, several_outputs,
-                                   transposed_weights],
+                                   transposed_weights, fixed_batch_one],
                          ids=["fp16", "gemm-transA", "inits-as-inputs", "several-outputs",
-                              "transposed-weights"])
+                              "transposed-weights", "fixed-batch-one"])
 def test_exported_variants_are_repaired(build, backdoor, tmp_path):
     report, figures, original, repaired = repair_and_measure(build(backdoor[0]), backdoor,
                                                              tmp_path)

@@ -1,0 +1,51 @@
+"""Sessions: models exported with a fixed batch run in pieces of that batch."""
+import numpy as np
+import pytest
+from conftest import init, make_model, tensor_info
+from onnx import helper
+
+from onnx_bdfix.model.runtime import open_runner, scores
+
+
+def fixed_batch_model(batch: int):
+    """x (batch, 3) -> Reshape to a constant (batch, 3), as exports with a fixed batch write
+    it -> MatMul -> y (batch, 2); the Reshape fails on any other batch."""
+    weights = np.arange(6, dtype=np.float32).reshape(3, 2)
+    return make_model(
+        [helper.make_node("Reshape", ["x", "shape"], ["flat"], name="flatten"),
+         helper.make_node("MatMul", ["flat", "w"], ["y"], name="fc")],
+        [tensor_info("x", [batch, 3])], [tensor_info("y", [batch, 2])],
+        [init("shape", np.array([batch, 3], np.int64)), init("w", weights)]), weights
+
+
+@pytest.mark.parametrize("batch, rows", [(1, 5), (2, 5), (4, 4), (3, 1)])
+def test_a_fixed_batch_runs_in_pieces_and_keeps_every_row(batch, rows):
+    model, weights = fixed_batch_model(batch)
+    runner = open_runner(model, "cpu")
+    assert runner.fixed_batch == batch
+    x = np.random.default_rng(0).normal(size=(rows, 3)).astype(np.float32)
+    np.testing.assert_allclose(scores(runner, x, "y", batch_size=64), x @ weights, rtol=1e-6)
+
+
+def test_a_free_batch_is_not_split():
+    model, weights = fixed_batch_model(2)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.initializer[0].CopyFrom(init("shape", np.array([-1, 3], np.int64)))
+    runner = open_runner(model, "cpu")
+    assert runner.fixed_batch is None
+    x = np.ones((7, 3), np.float32)
+    np.testing.assert_allclose(runner.run(x, ["y"])[0], x @ weights)
+
+
+def test_several_inputs_are_cut_by_their_rows_per_sample():
+    """A graph's tail may take a tensor with several rows per sample (here 2): each piece
+    holds that many rows of it per sample."""
+    model = make_model([helper.make_node("Add", ["a", "b"], ["y"], name="add")],
+                       [tensor_info("a", [1, 3]), tensor_info("b", [2, 3])],
+                       [tensor_info("y", [2, 3])], [])
+    runner = open_runner(model, "cpu")
+    a = np.arange(9, dtype=np.float32).reshape(3, 3)
+    b = np.arange(18, dtype=np.float32).reshape(6, 3)
+    expected = np.repeat(a, 2, axis=0) + b
+    np.testing.assert_allclose(runner.run_feed({"a": a, "b": b}, ["y"])[0], expected)
