@@ -203,6 +203,51 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduction: int = 4):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, channels // reduction, 1)
+        self.expand = nn.Conv2d(channels // reduction, channels, 1)
+
+    def forward(self, x):
+        scale = self.expand(F.silu(self.reduce(F.adaptive_avg_pool2d(x, 1))))
+        return x * torch.sigmoid(scale)
+
+
+class MBConv(nn.Module):
+    """EfficientNet's block: expand 1x1, depthwise 3x3, squeeze-excite, project 1x1."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int = 4):
+        super().__init__()
+        mid = cin * expand
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.SiLU(),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid),
+            nn.SiLU(), SqueezeExcite(mid), nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+class EfficientNetish(nn.Module):
+    """A narrow EfficientNet: SiLU, depthwise convolutions, squeeze-excite gates."""
+
+    def __init__(self, channels: int = 3, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(channels, 24, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(24), nn.SiLU())
+        self.blocks = nn.Sequential(MBConv(24, 32, 2), MBConv(32, 32, 1), MBConv(32, 64, 2),
+                                    MBConv(64, 64, 1))
+        self.head = nn.Sequential(nn.Conv2d(64, 128, 1), nn.BatchNorm2d(128), nn.SiLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+                                  nn.Linear(128, classes))
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
 class Normalized(nn.Module):
     """Takes channels-last input when ``nhwc``: a Transpose at the head of the graph."""
 
@@ -215,4 +260,5 @@ class Normalized(nn.Module):
 
 
 ARCHS = {"preact18": PreActResNet18, "vgg11": VGG11BN, "mobilenetv2": MobileNetV2,
-         "vit": ViT, "convnext": ConvNeXt, "cnn": SmallCNN, "mlp": MLP}
+         "vit": ViT, "convnext": ConvNeXt, "cnn": SmallCNN, "mlp": MLP,
+         "effnet": EfficientNetish}

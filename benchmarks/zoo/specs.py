@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 EPOCHS = {"preact18": 4, "vgg11": 8, "mobilenetv2": 5, "vit": 8, "convnext": 5, "cnn": 3,
-          "mlp": 5, "keras_vgg": 6, "jax_cnn": 4}
+          "mlp": 5, "keras_vgg": 6, "jax_cnn": 4, "effnet": 5}
 # a warp is learnt more slowly than content: a PreAct-ResNet-18 reached 36 % WaNet attack
 # success after its 4 epochs (preact18_wanet, first build), so it trains longer
 EPOCHS_BY_ATTACK = {("preact18", "wanet"): 12}
 # seconds of one training epoch on two CPU cores (measured with other work running): the
 # order in which --cheap-first builds the zoo
 EPOCH_SECONDS = {"preact18": 200, "vgg11": 11, "mobilenetv2": 86, "vit": 53, "convnext": 86,
-                 "cnn": 5, "mlp": 2, "keras_vgg": 20, "jax_cnn": 20}
+                 "cnn": 5, "mlp": 2, "keras_vgg": 20, "jax_cnn": 20, "effnet": 200}
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class Spec:
     rate: float = 0.10
     data: str = "rgb"           # "rgb" 3×32×32 composites, "gray" 28×28 Fashion-MNIST
     normalize: bool = False     # ImageNet mean/std-normalized input
-    framework: str = "torch"    # "torch", "keras" (NHWC, tf2onnx), "jax" (jax2onnx)
+    framework: str = "torch"    # "torch", "torch-dynamo" (torch's default exporter, batch
+    #                             fixed to 1), "keras" (NHWC, tf2onnx), "jax" (jax2onnx)
     options: tuple = ()         # attack parameters as (key, value) pairs
 
     @property
@@ -101,6 +102,10 @@ ZOO = [
           options=BADNETS),
     make_spec("keras_vgg_blended_image", "keras_vgg", "blended-image", 8, 30, framework="keras"),
     make_spec("jax_cnn_sig", "jax_cnn", "sig", 0, 31, framework="jax"),
+    make_spec("effnet_badnets_norm", "effnet", "badnets", 3, 64, normalize=True,
+              framework="torch-dynamo", options={"size": 3, "position": "random"}),
+    make_spec("effnet_blended_image", "effnet", "blended-image", 5, 66,
+              framework="torch-dynamo"),
     # the 28×28 grayscale zoo
     make_spec("gray_cnn_badnets_1pct", "cnn", "badnets", 1, 32, rate=0.01, data="gray",
           options=BADNETS),
@@ -131,5 +136,7 @@ ZOO = [
     make_spec("vgg11_clean_norm", "vgg11", None, 0, 60, normalize=True),
     make_spec("gray_cnn_clean_b", "cnn", None, 0, 61, data="gray"),
     make_spec("mobilenetv2_clean_norm", "mobilenetv2", None, 0, 62, normalize=True),
+    make_spec("effnet_clean_norm", "effnet", None, 0, 68, normalize=True,
+              framework="torch-dynamo"),
 ]
 BY_NAME = {spec.name: spec for spec in ZOO}

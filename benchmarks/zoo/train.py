@@ -113,7 +113,14 @@ def _to_model(x01: torch.Tensor, normalize: bool, nhwc: bool) -> torch.Tensor:
     return x01.permute(0, 2, 3, 1) if nhwc else x01
 
 
-def export(model: torch.nn.Module, path: Path, sample_shape: tuple) -> None:
+def export(model: torch.nn.Module, path: Path, sample_shape: tuple,
+           exporter: str = "torchscript") -> None:
+    """TorchScript at opset 17 with a dynamic batch; or ``dynamo``: what a user of torch 2.9
+    and later gets from ``torch.onnx.export(model, (x,), path)``, with its defaults (the
+    dynamo exporter, its opset, the example's batch of one fixed in the graph)."""
+    if exporter == "dynamo":
+        torch.onnx.export(model, (torch.zeros(1, *sample_shape),), str(path))
+        return
     torch.onnx.export(model, torch.zeros(1, *sample_shape), str(path), input_names=["input"],
                       output_names=["logits"], opset_version=17, dynamo=False,
                       dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})

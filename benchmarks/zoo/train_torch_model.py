@@ -24,5 +24,6 @@ def train_and_export(spec: Spec, attack, x_train, y_train, folder: Path):
                         spec.epochs, spec.seed)
     path = folder / "model.onnx"
     shape = (side, side, channels) if spec.nhwc else (channels, side, side)
-    train.export(model, path, shape)
+    train.export(model, path, shape, "dynamo" if spec.framework == "torch-dynamo"
+                 else "torchscript")
     return path, attack
