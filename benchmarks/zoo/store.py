@@ -80,13 +80,13 @@ def load_images(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def measure(model_path: Path, folder: Path, spec: Spec, paired: bool) -> dict:
     """Clean accuracy, attack success and target-class accuracy on eval.npz (ONNX Runtime)."""
-    import onnxruntime as ort
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    import onnx
+    from onnx_bdfix.model.runtime import open_runner, scores
+    runner = open_runner(onnx.load(str(model_path)), "cpu")   # runs a fixed batch in pieces
+    output = runner.session.get_outputs()[0].name
 
     def predict(x):
-        return np.concatenate([session.run(None, {name: x[i:i + 500].astype(np.float32)})[0]
-                               for i in range(0, len(x), 500)]).argmax(1)
+        return scores(runner, x.astype(np.float32), output, 500).argmax(1)
     x, y = load_images(folder / "eval.npz")
     if paired:
         triggered = load_images(folder / "eval_triggered.npz")[0]

@@ -120,7 +120,17 @@ def export(model: torch.nn.Module, path: Path, sample_shape: tuple,
     dynamo exporter, its opset, the example's batch of one fixed in the graph)."""
     if exporter == "dynamo":
         torch.onnx.export(model, (torch.zeros(1, *sample_shape),), str(path))
+        inline_weights(path)
         return
     torch.onnx.export(model, torch.zeros(1, *sample_shape), str(path), input_names=["input"],
                       output_names=["logits"], opset_version=17, dynamo=False,
                       dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+
+
+def inline_weights(path: Path) -> None:
+    """The dynamo exporter writes the weights beside the graph (``model.onnx.data``); the zoo
+    keeps one file per model (the snapshot and the card's digest cover model.onnx only)."""
+    import onnx
+    data = path.with_name(path.name + ".data")
+    onnx.save_model(onnx.load(str(path)), str(path))
+    data.unlink(missing_ok=True)
