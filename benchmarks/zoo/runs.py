@@ -122,15 +122,16 @@ def scan(model: Path, folder: Path) -> dict:
 def forward_seconds(model: Path, folder: Path, count: int, repeats: int = 3) -> float:
     """One ONNX Runtime forward pass over ``count`` pool samples, session included
     (median of ``repeats``): the unit the runs' wall times are given in."""
-    import onnxruntime as ort
+    import onnx
+    from onnx_bdfix.model.runtime import open_runner     # runs a fixed batch in pieces
     with np.load(folder / "clean.npz") as stored:
         x = (stored["x"][:count] * stored["scale"] + stored["offset"]).astype(np.float32)
+    proto = onnx.load(str(model))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
+        runner = open_runner(proto, "cpu")
         for first in range(0, len(x), 64):
-            session.run(None, {name: x[first:first + 64]})
+            runner.run(x[first:first + 64])
         times.append(time.perf_counter() - start)
     return float(np.median(times))
