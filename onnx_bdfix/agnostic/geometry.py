@@ -49,6 +49,18 @@ def made(kind: str, arrays: dict, label: str) -> Trigger:
     return Trigger(kind, arrays, digest.hexdigest(), label)
 
 
+def stronger(trigger: Trigger, factor: float) -> Trigger:
+    """``trigger`` ``factor`` times as strong: an additive perturbation or a warp's flow
+    scaled, a blend's mask scaled up to 1 (a patch, mask 0 or 1, stays as it is: the same
+    arrays, the same digest)."""
+    arrays = dict(trigger.arrays)
+    scaled = {"delta": "delta", "warp": "flow", "blend": "mask"}[trigger.kind]
+    arrays[scaled] = (arrays[scaled] * factor).astype(np.float32)
+    if trigger.kind == "blend":
+        arrays["mask"] = np.minimum(arrays["mask"], 1).astype(np.float32)
+    return made(trigger.kind, arrays, f"{trigger.source} x{factor:g}")
+
+
 def blend(geo: Geometry, mask: np.ndarray, pattern: np.ndarray, label: str) -> Trigger:
     return made("blend", {"mask": geo.to_sample(mask.astype(np.float32)),
                           "pattern": geo.to_sample(pattern.astype(np.float32))}, label)

@@ -42,12 +42,14 @@ from ..metrics import check_target
 from ..model import as_loaded
 from ..model.runtime import Progress
 from ..repair import RepairConfig, RepairReport, repair_model
+from .geometry import stronger
 from .refine import refine_blend
 from .scan import PROBE, ScanResult, scan_model
 from .search import Found
 from .shrink import shrunk_patches
 
 STRONG = 0.9   # runners-up and refined blends must send this share of the probe (or the best's)
+STRONGER = 1.5  # each fold also holds its reconstruction this many times as strong
 
 
 def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
@@ -59,22 +61,38 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
     hint = config.target_class
     if hint is not None:
         check_target(hint, len(result.found), "--target-class")
+    found, triggers = reconstructions(result, clean, hint, config.folds)
+    result.runner = None                 # the repair opens its own sessions
+    report = repair_against(loaded, clean, triggers, out_path, config, found.target,
+                            hint is not None or result.suspicious, progress)
+    return report, result
+
+
+def reconstructions(result: ScanResult, clean: Dataset, hint: int | None, folds: int
+                    ) -> tuple[Found, list[Trigger]]:
+    """The suspected (or hinted) class's best reconstruction and the triggers the repair
+    holds out, one per fold (module docstring), made on the scan's own session."""
     found = result.best(hint)
     level = min(found.flip_rate, STRONG)
-    triggers = found.strong(level, most=config.folds)  # one reconstruction per fold
+    triggers = found.strong(level, most=folds)  # one reconstruction per fold
     if found.params["family"] in ("blend", "noise blend"):
         triggers = _refined(result, clean, found, triggers, level)
-    triggers = _shrunk(result, clean, found, level, config.folds - len(triggers)) + triggers
-    result.runner = None                 # the repair opens its own sessions
-    trigger = triggers[0] if len(triggers) == 1 else TriggerSet(triggers)
-    settings = replace(config, target_class=found.target, mode="agnostic",
+    triggers = _shrunk(result, clean, found, level, folds - len(triggers)) + triggers
+    return found, [_with_stronger(trigger) for trigger in triggers]
+
+
+def repair_against(loaded, clean: Dataset, triggers: list[Trigger], out_path,
+                   config: RepairConfig, target: int, suspected: bool,
+                   progress: Progress | None = None) -> RepairReport:
+    """The known-trigger pipeline against ``triggers``, with this mode's settings."""
+    single = len(triggers) == 1 and isinstance(triggers[0], Trigger)
+    trigger = triggers[0] if single else TriggerSet(triggers)
+    settings = replace(config, target_class=target, mode="agnostic",
                        target_weight_grid=(1.0,), harder_alphas=(),
                        score_without_anchor=True, target_slack=0.0, must_meet_asr=False,
-                       shifted_copies=0,
-                       **choice(hint is not None or result.suspicious))
-    report = repair_model(loaded, clean, trigger, out_path, settings, progress,
-                    {"trigger": trigger.source, "trigger_arrays_sha256": trigger.sha256})
-    return report, result
+                       shifted_copies=0, **choice(suspected))
+    return repair_model(loaded, clean, trigger, out_path, settings, progress,
+                        {"trigger": trigger.source, "trigger_arrays_sha256": trigger.sha256})
 
 
 def choice(suspected: bool) -> dict:
@@ -106,6 +124,15 @@ def _shrunk(scanned: ScanResult, clean: Dataset, found: Found, level: float, mos
     scan's reconstructions leave free; on the scan's own session."""
     return shrunk_patches(scanned.runner, scanned.output, clean.head(PROBE).x, found, level,
                           scanned.span, most)
+
+
+def _with_stronger(trigger: Trigger) -> Trigger | TriggerSet:
+    """``trigger`` and a copy :data:`STRONGER` times as strong, taken in turn by the samples
+    of its fold; a patch (the same at any strength) alone."""
+    strong = stronger(trigger, STRONGER)
+    if all(np.array_equal(strong.arrays[key], trigger.arrays[key]) for key in trigger.arrays):
+        return trigger
+    return TriggerSet([trigger, strong])
 
 
 def _whole_image_blend(trigger: Trigger) -> bool:

@@ -1,12 +1,13 @@
 """Pieces of the trigger reconstruction: the blend refinement, the weakest ratio, the
-dealing of reconstructions over folds, the reconstructions a class offers its folds, the
-exact clean bound."""
+dealing of reconstructions over folds, the reconstructions a class offers its folds and
+their stronger copies, the exact clean bound."""
 import numpy as np
 import pytest
 from conftest import init, make_model, tensor_info
 from onnx import helper
 
-from onnx_bdfix.agnostic.geometry import blend
+from onnx_bdfix.agnostic.geometry import blend, made, patch, stronger, Domain
+from onnx_bdfix.agnostic.repair import _with_stronger
 from onnx_bdfix.data.layout import geometry
 from onnx_bdfix.agnostic.refine import refine_blend, weakest_ratio
 from onnx_bdfix.agnostic.search import _keep_best, _keep_best_found, Found
@@ -57,6 +58,27 @@ def test_reconstructions_are_dealt_one_set_per_fold():
         assert turns == {fold, fold + 4}                       # no fold shares a trigger
     fewer = TriggerSet(list("ab")).by_fold(order, bounds)
     assert set(fewer.turns.tolist()) == {0, 1}
+
+
+def test_each_fold_holds_its_reconstruction_as_found_and_stronger_but_a_patch_once():
+    """A found trigger is the smallest that flips the probe; the planted one is usually
+    stronger. A wave, a blend and a warp get a copy 1.5 times as strong, which the fold's
+    samples take in turn; a patch is the same at any strength and stays alone."""
+    geo = geometry((1, 8, 8))
+    x = np.full((4, 1, 8, 8), 0.5, np.float32)
+    wave = made("delta", {"delta": np.full((1, 8, 8), 0.1, np.float32),
+                          "clip_min": np.float32(0), "clip_max": np.float32(1)}, "wave")
+    faint = blend(geo, np.full((8, 8), 0.2), np.ones((8, 8)), "blend 0.2")
+    warp = made("warp", {"flow": np.full((2, 8, 8), 0.5, np.float32)}, "warp")
+    square = patch(geo, 0, 0, np.ones((3, 3)), Domain(np.zeros(1), np.ones(1)))
+    assert np.allclose(stronger(wave, 1.5).apply(x), 0.65)
+    assert np.allclose(stronger(faint, 1.5).arrays["mask"], 0.3)
+    assert np.allclose(stronger(faint, 10).arrays["mask"], 1.0)          # a mask stops at 1
+    assert np.allclose(stronger(warp, 1.5).arrays["flow"], 0.75)
+    assert _with_stronger(square) is square
+    pair = _with_stronger(wave)
+    assert isinstance(pair, TriggerSet) and pair.source == "wave + wave x1.5"
+    assert np.allclose(pair.apply(x)[:, 0, 0, 0], [0.6, 0.65, 0.6, 0.65])   # in turn
 
 
 def test_a_class_offers_its_folds_other_kinds_of_reconstruction_first():
