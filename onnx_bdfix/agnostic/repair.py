@@ -6,7 +6,13 @@ triggers taken in turn, one per cross-validation fold: the strongest, then the s
 each other family, then runners-up, all as strong as the alarm level (:meth:`Found.strong`),
 four at most; where the class's best is a blend, its whole-image blends are refined toward
 the backdoor; where it is a patch, the folds left free take smaller patches found inside it
-and refined, first (:mod:`.shrink`). Each fold's held-out samples carry a reconstruction the
+and refined, first (:mod:`.shrink`). A wave, colour field, blend or warp is held with a copy
+1.5 times as strong (:data:`STRONGER`), which the fold's samples take in turn: the scan
+finds the smallest trigger that flips the probe, the planted one is usually stronger, and an
+edit that removes only the smallest can leave the real one standing (the zoo's
+vgg11_sig_norm: the menu's wave at 0.08 of the range, the real SIG at 0.1, and 27.5 %
+attack success after the repair; with the stronger copies 0.4 %: docs/agnostic.md, "Stop
+30"); a patch is the same at any strength and is held once. Each fold's held-out samples carry a reconstruction the
 other folds never saw, so the layer and strength are chosen for how the edit carries over to
 new instances of the trigger, not to the ones it was fitted on. This mode's own choices go to
 the pipeline as data: a second target-key weight (1) and the edit scored with and without the
