@@ -12,12 +12,13 @@ finds the smallest trigger that flips the probe, the planted one is usually stro
 edit that removes only the smallest can leave the real one standing (the zoo's
 vgg11_sig_norm: the menu's wave at 0.08 of the range, the real SIG at 0.1, and 27.5 %
 attack success after the repair; with the stronger copies 0.4 %: docs/agnostic.md, "Stop
-30"); a patch is the same at any strength and is held once. Each fold's held-out samples carry a reconstruction the
-other folds never saw, so the layer and strength are chosen for how the edit carries over to
-new instances of the trigger, not to the ones it was fitted on. This mode's own choices go to
-the pipeline as data: a second target-key weight (1) and the edit scored with and without the
-logit anchor are cross-validated too (and no slack reading of the anchor: a reconstruction does not
-measure how far the real trigger is from the target); with a class suspected, every
+30"); a patch is the same at any strength and is held once. Each fold's held-out samples
+carry a reconstruction the other folds never saw, so the layer and strength are chosen for
+how the edit carries over to new instances of the trigger, not to the ones it was fitted on.
+This mode's own choices go to the pipeline as data: a second target-key weight (1) and the
+edit scored with and without the logit anchor are cross-validated too (and no slack reading
+of the anchor: a reconstruction does not measure how far the real trigger is from the
+target); with a class suspected, every
 unlearning strength is scored at once, and the pick is the edit that leaves the
 reconstructions the least pull toward the target (``choose_by="pull"``), not the lowest
 smooth score: an edit that only just removes a reconstruction leaves much of the real
