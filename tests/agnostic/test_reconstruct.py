@@ -86,13 +86,13 @@ def test_a_class_offers_its_folds_other_kinds_of_reconstruction_first():
     stronger, still comes second: each fold is to hold a kind the others were not fitted
     on. A kind below the level is not offered."""
     geo = geometry((1, 8, 8))
-    made = [blend(geo, np.full((8, 8), 0.1 * k), np.ones((8, 8)), f"t{k}") for k in range(6)]
+    candidates = [blend(geo, np.full((8, 8), 0.1 * k), np.ones((8, 8)), f"t{k}") for k in range(6)]
     best = {}
     for k in range(3):
-        _keep_best(best, np.array([0.2, 1.0]), {"family": "patch"}, made[k])
-    _keep_best(best, np.array([0.2, 0.5]), {"family": "wave"}, made[3])
-    _keep_best_found(best, Found(1, 1.0, {"family": "low frequency"}, made[4]))
-    _keep_best_found(best, Found(1, 0.95, {"family": "warp"}, made[5]))
+        _keep_best(best, np.array([0.2, 1.0]), {"family": "patch"}, candidates[k])
+    _keep_best(best, np.array([0.2, 0.5]), {"family": "wave"}, candidates[3])
+    _keep_best_found(best, Found(1, 1.0, {"family": "low frequency"}, candidates[4]))
+    _keep_best_found(best, Found(1, 0.95, {"family": "warp"}, candidates[5]))
     offered = best[1].strong(0.9, most=4)
     assert [t.source for t in offered] == ["t0", "t4", "t5", "t1"]
-    assert best[1].families["wave"][0] == 0.5 and best[1].trigger is made[0]
+    assert best[1].families["wave"][0] == 0.5 and best[1].trigger is candidates[0]
