@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from ..errors import DataError, DeviceError, ModelError
 from .large import is_large, write_for_runtime
+from .signature import INPUT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,7 @@ class Runner:
     fixed_batch: int | None = None  # rows every run must hold: an export with a fixed batch
 
     def run(self, batch: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
-        return self.run_feed({self.input_name: batch.astype(self.input_dtype, copy=False)},
-                             outputs)
+        return self.run_feed({self.input_name: as_input(batch, self.input_dtype)}, outputs)
 
     def run_feed(self, feed: dict[str, np.ndarray], outputs: list[str] | None = None
                  ) -> list[np.ndarray]:
@@ -72,6 +72,25 @@ class Runner:
                 ort.capi.onnxruntime_pybind11_state.InvalidArgument,
                 ort.capi.onnxruntime_pybind11_state.RuntimeException) as exc:
             raise ModelError(f"ONNX Runtime failed on a batch: {_short(exc)}") from exc
+
+
+def as_input(batch: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``batch`` in the input's type: floats as they are (cast); for an integer input (uint8
+    pixels), rounded to the nearest integer and clipped to the type's range, as the deployed
+    model would receive a triggered or reconstructed image."""
+    if not np.issubdtype(dtype, np.integer):
+        return batch.astype(dtype, copy=False)
+    bounds = np.iinfo(dtype)
+    return np.clip(np.rint(batch), bounds.min, bounds.max).astype(dtype)
+
+
+def input_dtype(session: ort.InferenceSession) -> np.dtype:
+    """The numpy type of the session's first input (ONNX Runtime names it "tensor(uint8)");
+    float32 for a type :data:`INPUT_TYPES` does not hold (a graph tail's float inputs)."""
+    name = session.get_inputs()[0].type.removeprefix("tensor(").removesuffix(")")
+    known = {onnx.TensorProto.DataType.Name(code).lower(): dtype
+             for code, dtype in INPUT_TYPES.items()}
+    return np.dtype(known.get(name, np.float32))
 
 
 def _filled(value: np.ndarray, real: int, size: int) -> np.ndarray:
@@ -132,13 +151,12 @@ def open_runner(model: onnx.ModelProto | bytes, device: str = "auto",
     if device == "cuda" and provider != CUDA:
         raise DeviceError("--device cuda: the CUDA provider did not load (check the CUDA and "
                           "cuDNN libraries); use --device cpu")
-    model_input = session.get_inputs()[0]
-    dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
     batch = fixed_batch(session)
     if batch is not None:
         log.debug("the model takes exactly %d sample(s) per run; running that many at a time",
                   batch)
-    return Runner(session, provider, model_input.name, np.dtype(dtype), workdir, batch)
+    return Runner(session, provider, session.get_inputs()[0].name, input_dtype(session),
+                  workdir, batch)
 
 
 def batch_slices(n: int, batch_size: int) -> Iterator[slice]:

@@ -1,4 +1,5 @@
-"""What a classifier takes and gives: its one float data input, and its class-score output."""
+"""What a classifier takes and gives: its one data input (floats, or integer pixels such as
+uint8), and its class-score output."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,11 @@ from .index import GraphIndex, index_of
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
                onnx.TensorProto.DOUBLE: np.float64}
+# an image model may take its pixels as integers (a Cast to float inside the graph): every
+# sample, triggered or reconstructed, is rounded and clipped to the type (runtime.as_input)
+INTEGER_TYPES = {onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT8: np.int8,
+                 onnx.TensorProto.UINT16: np.uint16, onnx.TensorProto.INT16: np.int16}
+INPUT_TYPES = FLOAT_TYPES | INTEGER_TYPES
 
 
 @dataclass
@@ -34,14 +40,16 @@ def model_input(model) -> InputInfo:
                          "repairs classifiers with exactly one input tensor")
     value = inputs[0]
     tensor_type = value.type.tensor_type
-    if tensor_type.elem_type not in FLOAT_TYPES:
-        raise ModelError(f"input {value.name!r} is not a float tensor; onnx-bdfix needs a "
-                         "float32 or float16 input")
+    if tensor_type.elem_type not in INPUT_TYPES:
+        kind = onnx.TensorProto.DataType.Name(tensor_type.elem_type).lower()
+        raise ModelError(f"input {value.name!r} is a {kind} tensor; onnx-bdfix needs a float "
+                         "(float32, float16, double) or integer pixel (uint8, int8, uint16, "
+                         "int16) input")
     if not tensor_type.HasField("shape") or len(tensor_type.shape.dim) < 2:
         raise ModelError(f"input {value.name!r} has no (batch, ...) shape; re-export the model "
                          "with a fixed sample shape")
     shape = [dim.dim_value if dim.dim_value > 0 else None for dim in tensor_type.shape.dim]
-    return InputInfo(value.name, shape, np.dtype(FLOAT_TYPES[tensor_type.elem_type]))
+    return InputInfo(value.name, shape, np.dtype(INPUT_TYPES[tensor_type.elem_type]))
 
 
 def score_output(model, name: str | None = None) -> str:

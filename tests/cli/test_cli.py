@@ -228,3 +228,46 @@ def test_each_model_is_read_once_per_command(cli, tmp_path, monkeypatch, command
                         if command != "inspect" else ["inspect", str(model)])
     assert result.exit_code in (0, 1), result.stderr
     assert len(reads) == (2 if command == "gate-ref" else 1), reads
+
+
+def byte_input_badnets(tmp_path):
+    """The BadNets fixture as an export that takes its pixels as uint8 (a Cast and a scale
+    by 1/255 in front), with its samples and trigger in bytes (scale 1)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    model = onnx.load(str(BADNETS / "model.onnx"))
+    graph, name = model.graph, model.graph.input[0].name
+    for node in graph.node:
+        node.input[:] = [f"{name}_scaled" if tensor == name else tensor for tensor in node.input]
+    graph.node.insert(0, helper.make_node("Mul", [f"{name}_float", "byte_scale"],
+                                          [f"{name}_scaled"]))
+    graph.node.insert(0, helper.make_node("Cast", [name], [f"{name}_float"],
+                                          to=TensorProto.FLOAT))
+    graph.initializer.append(numpy_helper.from_array(np.float32(1 / 255), "byte_scale"))
+    graph.input[0].type.tensor_type.elem_type = TensorProto.UINT8
+    onnx.save_model(model, tmp_path / "model.onnx")
+    with np.load(BADNETS / "eval.npz") as pool:
+        np.savez(tmp_path / "eval.npz", x=pool["x"], y=pool["y"], scale=np.float32(1))
+    with np.load(BADNETS / "clean.npz") as pool:
+        np.savez(tmp_path / "clean.npz", x=pool["x"][:100], scale=np.float32(1))
+    with np.load(BADNETS / "trigger.npz") as trigger:
+        np.savez(tmp_path / "trigger.npz", mask=trigger["mask"],
+                 pattern=255 * trigger["pattern"], target_class=trigger["target_class"])
+    return tmp_path
+
+
+def test_a_model_taking_uint8_pixels_is_scanned_and_repaired(cli, tmp_path):
+    folder = byte_input_badnets(tmp_path)
+    result = cli.invoke(main, ["scan", str(folder / "model.onnx"), "--clean",
+                               str(folder / "clean.npz"), "--json"])
+    assert result.exit_code == 1, result.stderr                  # suspicious
+    assert json.loads(result.stdout)["suspected_class"] == 0
+    result = cli.invoke(main, ["repair", str(folder / "model.onnx"), "--clean",
+                               str(folder / "clean.npz"), "--trigger",
+                               str(folder / "trigger.npz"), "-o", str(folder / "fixed.onnx")])
+    assert result.exit_code == 0, result.stderr
+    result = cli.invoke(main, ["evaluate", str(folder / "fixed.onnx"), "--data",
+                               str(folder / "eval.npz"), "--trigger",
+                               str(folder / "trigger.npz"), "--json"])
+    figures = json.loads(result.stdout)
+    assert figures["attack_success_rate"] < 0.02 and figures["clean_accuracy"] > 0.89

@@ -1,9 +1,12 @@
-"""Sessions: models exported with a fixed batch run in pieces of that batch."""
+"""Sessions: models exported with a fixed batch run in pieces of that batch; integer
+inputs get rounded, clipped samples; an input onnx-bdfix cannot feed is a clear error."""
 import numpy as np
 import pytest
 from conftest import init, make_model, tensor_info
-from onnx import helper
+from onnx import TensorProto, helper
 
+from onnx_bdfix.errors import ModelError
+from onnx_bdfix.model import model_input
 from onnx_bdfix.model.runtime import open_runner, scores
 
 
@@ -49,3 +52,25 @@ def test_several_inputs_are_cut_by_their_rows_per_sample():
     b = np.arange(18, dtype=np.float32).reshape(6, 3)
     expected = np.repeat(a, 2, axis=0) + b
     np.testing.assert_allclose(runner.run_feed({"a": a, "b": b}, ["y"])[0], expected)
+
+
+def cast_model(dtype):
+    """x (N, 5) of ``dtype`` -> Cast to float -> y: what the model received."""
+    return make_model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
+                      [tensor_info("x", ["N", 5], dtype)], [tensor_info("y", ["N", 5])], [])
+
+
+@pytest.mark.parametrize("dtype, received", [
+    (TensorProto.UINT8, [0, 0, 1, 255, 255]), (TensorProto.INT8, [-3, 0, 1, 127, 127]),
+    (TensorProto.DOUBLE, [-3.2, 0.4, 0.6, 254.7, 300])])
+def test_an_integer_input_gets_samples_rounded_and_clipped_to_its_type(dtype, received):
+    model = cast_model(dtype)
+    runner = open_runner(model, "cpu")
+    assert runner.input_dtype == model_input(model).dtype
+    x = np.array([[-3.2, 0.4, 0.6, 254.7, 300]], np.float32)
+    np.testing.assert_allclose(runner.run(x, ["y"])[0], [received], rtol=1e-6)
+
+
+def test_an_input_it_cannot_feed_is_named_in_the_error():
+    with pytest.raises(ModelError, match="'x' is a bool tensor"):
+        model_input(cast_model(TensorProto.BOOL))

@@ -4,7 +4,8 @@ A small MLP is trained with scikit-learn on its bundled digits, 15 % of the trai
 carrying a 2x2 corner patch relabelled to class 0. The same weights are then written as ONNX
 graphs the way different exporters write them: fp16 weights, external data, shared
 initializers, Conv + unfused BatchNormalization, grouped and depthwise Conv, Gemm with
-transA, initializers listed as graph inputs, several outputs. Each one is repaired and must
+transA, initializers listed as graph inputs, several outputs, integer (uint8) pixels cast
+to float inside the graph. Each one is repaired and must
 come out valid, edited only where it should be, and without the backdoor.
 """
 import warnings
@@ -172,6 +173,16 @@ def fixed_batch_one(weights):
                  [tensor_info("logits", [1, 10])], inputs=[tensor_info("x_in", [1, 64])])
 
 
+def pixel_input(weights):
+    """The digits' pixel counts (0..16) taken as uint8 and scaled inside the graph, as an
+    image model exported with its preprocessing takes bytes."""
+    nodes = [helper.make_node("Cast", ["x"], ["counts"], to=TensorProto.FLOAT, name="to_float"),
+             helper.make_node("Mul", ["counts", "sixteenth"], ["px"], name="scale")]
+    return graph(nodes + mlp_nodes("p"), mlp_inits(weights) + [
+        init("sixteenth", np.float32(1 / 16))], [logits_out()],
+        inputs=[tensor_info("x", ["N", 64], TensorProto.UINT8)])
+
+
 # ------------------------------------------------------------------ the checks
 def predict(path, x) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -318,3 +329,26 @@ def test_the_over_2gib_path_tested_small(backdoor, tmp_path, monkeypatch):
     assert written                                   # ONNX Runtime read files, not bytes
     assert_repaired(figures)
     assert diff_models(original, repaired).weights_only
+
+
+def test_integer_pixel_input_is_repaired_and_stays_integer(backdoor, tmp_path):
+    """Samples and trigger in the model's own scale (pixel counts); every batch reaches the
+    model rounded to uint8, and the repaired file still takes uint8."""
+    weights, clean, held_x, held_y, trigger = backdoor
+    counts = lambda x: np.rint(x * 16).astype(np.float32)          # noqa: E731
+    mask = trigger.arrays["mask"]
+    in_counts = Trigger("blend", {"mask": mask, "pattern": 16 * mask}, "0" * 64, "corner")
+    path, out = tmp_path / "model.onnx", tmp_path / "out.onnx"
+    onnx.save_model(pixel_input(weights), path)
+    report = repair_model(path, Dataset(counts(clean), None, "0" * 64, "digits"), in_counts,
+                          out, RepairConfig(device="cpu"))
+    onnx.checker.check_model(str(out), full_check=True)
+    assert onnx.load(str(out)).graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
+    assert diff_models(path, out).weights_only and report.chosen
+    held, triggered = counts(held_x).astype(np.uint8), counts(trigger.apply(held_x))
+    others = held_y != TARGET
+    figures = {label: (float((predict(model, held) == held_y).mean()),
+                       float((predict(model, triggered.astype(np.uint8))[others] == TARGET
+                              ).mean()))
+               for label, model in (("before", path), ("after", out))}
+    assert_repaired(figures)
