@@ -20,12 +20,10 @@ edit scored with and without the logit anchor are cross-validated too (and no sl
 of the anchor: a reconstruction does not measure how far the real trigger is from the
 target); with a class suspected, every
 unlearning strength is scored at once, and the pick is the edit that leaves the
-reconstructions the least pull away from their clean answers, toward the target or any
-other class (``choose_by="pull"``), not the lowest smooth score: an edit that only just
-removes a reconstruction leaves much of the real trigger (the zoo's vgg11_blended_noise:
-9.9 % attack success by the score's pick, 0.9 % by the pull's, at the same clean cost:
-docs/agnostic.md, "Stop 25"), and one that moves the pull onto a third class sends the real
-trigger there ("Stop 31"); a model called clean is
+reconstructions the least pull toward the target (``choose_by="pull"``), not the lowest
+smooth score: an edit that only just removes a reconstruction leaves much of the real
+trigger (the zoo's vgg11_blended_noise: 9.9 % attack success by the score's pick, 0.9 % by
+the pull's, at the same clean cost: docs/agnostic.md, "Stop 25"; a model called clean is
 hardened as gently as before, :func:`choice`); the harder unlearning stage is off (not
 measured in this mode); and an edit must keep its held-out clean cost within
 ``max_clean_drop`` and take at most ``max_target_erosion`` of the suspected class's median
@@ -106,10 +104,10 @@ def repair_against(loaded, clean: Dataset, triggers: list[Trigger], out_path,
 
 def choice(suspected: bool) -> dict:
     """How the edit is chosen. A suspected (or hinted) class: every unlearning strength
-    scored at once, and the edit that leaves the reconstructions the least pull away from
-    the clean answers within the bound. A model the scan calls clean is hardened gently:
-    the weakest strength first (the harder ones only when it falls short), the lowest smooth
-    score, and the bound on changed answers (module docstring)."""
+    scored at once, and the edit that leaves the reconstructions the least pull toward it
+    within the bound. A model the scan calls clean is hardened gently: the weakest strength
+    first (the harder ones only when it falls short), the lowest smooth score, and the bound
+    on changed answers (module docstring)."""
     if suspected:
         return {"alpha": None, "choose_by": "pull", "bound_changed_answers": False}
     return {"alpha": 0.1, "alpha_grid": (0.3, 1.0), "choose_by": "score",

@@ -89,9 +89,7 @@ def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
     which are less noisy on a few dozen samples. Attack success follows the rule of
     :mod:`onnx_bdfix.metrics`: an edit that sends triggered samples on into a third class has
     not removed the backdoor, so a takeover counts. The smooth versions: the mean target probability of triggered
-    non-target samples, and the mean probability of the class other than their clean answer
-that pulls them most (the target, or a third class that takes them over); the mean
-total-variation distance of their class probabilities from
+    non-target samples; the mean total-variation distance of their class probabilities from
     what the original model answers for their clean versions (a trigger must neither win nor
     push a sample into a third class); and the same distance for clean class probabilities,
     over all samples and over the target class's. ``expected_drop`` estimates the loss of
@@ -121,18 +119,9 @@ total-variation distance of their class probabilities from
             "expected_drop": float(expected.mean()),
             "target_agreement": mean(clean.argmax(1) == target, own) if own.any() else None,
             "trigger_pull": mean(triggered[:, target], others),
-            "trigger_pull_away": mean(pull_away(triggered, reference), others),
             "trigger_shift": mean(moved, others),
             "clean_shift": float(distance.mean()),
             "target_shift": mean(distance, own)}
-
-
-def pull_away(probabilities: np.ndarray, answers: np.ndarray) -> np.ndarray:
-    """(N,) the largest probability of a class other than each sample's ``answers`` (N,):
-    how far a trigger pulls it toward the target or any third class."""
-    others = probabilities.copy()
-    others[np.arange(len(others)), answers] = 0.0
-    return others.max(axis=1)
 
 
 def margins(scores: np.ndarray, target: int, offset: float | np.ndarray = 0.0) -> np.ndarray:

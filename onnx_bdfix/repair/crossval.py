@@ -43,8 +43,6 @@ class CandidateResult:
     clean_shift: float             # mean total-variation distance from the original, clean
     target_shift: float            # the same, over the target class's samples
     trigger_shift: float = 0.0     # triggered non-target samples: distance from clean answers
-    trigger_pull_away: float = 0.0  # their mean probability of the class, other than their
-                                    # clean answer, that pulls them most (target or third)
     target_erosion: float = 0.0    # target-class samples' median logit margin lost, a share
     expected_drop: float = 0.0     # label-free estimate of the clean-accuracy loss (anchor.py)
     labelled_drop: float | None = None   # held-out clean-accuracy loss, where labels are given
@@ -270,9 +268,8 @@ def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateRes
 RANKINGS = {
     "score": ("lowest smooth held-out score (trigger pull and shift + clean and "
               "target-class shift)", lambda result: round(result.score, 6)),
-    "pull": ("least held-out pull of triggered samples away from their clean answers, to "
-             "the target or any other class (then lowest smooth score)",
-             lambda result: (round(result.trigger_pull_away, 3), round(result.score, 6))),
+    "pull": ("least held-out trigger pull (then lowest smooth score)",
+             lambda result: (round(result.trigger_pull, 3), round(result.score, 6))),
 }
 
 
@@ -280,16 +277,13 @@ def ranking(config: RepairConfig) -> tuple[str, Callable[[CandidateResult], obje
     """The order :func:`choose` takes its pick by, and its name for the report.
     ``choose_by="score"``: the lowest smooth score (the trigger known: its ~90 held-out
     triggered samples are the real trigger's, and the score balances them against the clean
-    shift). ``"pull"``: the least held-out pull away from the clean answers (to 0.001, then
-    the score): the edit that leaves the triggered samples the least probability of any
-    class but their clean answer within the bound, for reconstructed triggers, which an edit
-    must remove with room to spare to carry over to the real one. Toward any class, not only
-    the target: an edit that only moves the target's pull onto a third class sends the real
-    trigger there (the zoo's vgg11_sig_norm, agnostic, each reconstruction held once: the
-    least pull toward the target left 27.5 % in class 6, the least pull away from the clean
-    answers 1.9 %: docs/agnostic.md, "Stop 31"); ranking by the pull toward the target plus
-    the whole shift of the triggered answers kept it and lost vgg11_blended_noise ("Stop
-    25")."""
+    shift). ``"pull"``: the least held-out trigger pull (to 0.001, then the score): the edit
+    that removes the most of the triggered samples' pull toward the target within the bound,
+    for reconstructed triggers, which an edit must remove with room to spare to carry over
+    to the real one. The pull does not see triggered samples sent on to a third class (the
+    zoo's vgg11_sig_norm, agnostic: 27.5 % into class 6, where the score's pick left 1.9 %);
+    ranking by pull plus that shift kept it and lost vgg11_blended_noise (docs/agnostic.md,
+    "Stop 25")."""
     if config.choose_by not in RANKINGS:
         raise InternalError(f"choose_by must be one of {sorted(RANKINGS)}, "
                             f"not {config.choose_by!r}")

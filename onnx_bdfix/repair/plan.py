@@ -30,10 +30,10 @@ class RepairConfig:
     none). The trigger-agnostic mode passes its own choices as data: a second target-key
     weight to cross-validate (``target_weight_grid``), scoring each edit without the logit
     anchor too (``score_without_anchor``), with a class suspected every strength at once
-    and the edit that leaves the reconstructions the least pull away from the clean answers
-    (to the target or any other class) rather than the lowest smooth score
-    (``choose_by="pull"``; a model its scan calls clean: the gentlest strength first,
-    ``alpha=0.1``, and the score), no slack reading of the anchor's offset
+    and the edit that leaves the reconstructions the least pull toward the target rather
+    than the lowest smooth score (``choose_by="pull"``; a model its scan calls clean: the
+    gentlest strength first, ``alpha=0.1``, and the score), no slack reading of the
+    anchor's offset
     (``target_slack=0``: reconstructions do not measure the real trigger's room), no
     shifted copies (``shifted_copies=0``: measured with the trigger known only), and
     hardening rather than refusing (``must_meet_asr=False``); on a model its scan calls
@@ -77,8 +77,7 @@ class RepairConfig:
     max_asr: float = 0.02               # held-out attack success an edit must reach
     must_meet_asr: bool = True          # none does: refuse (True) or harden within the bound
     choose_by: str = "score"            # "score": the lowest smooth score; "pull": the least
-                                        # held-out pull away from the clean answers
-                                        # (crossval.ranking)
+                                        # held-out trigger pull (crossval.ranking)
     stronger: bool = True               # try merge edits when the plain ones fall short
     mode: str = "bdk"                   # "bdk": trigger given; "agnostic": reconstructed
 

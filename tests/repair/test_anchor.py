@@ -103,18 +103,6 @@ def test_held_out_figures_counts_and_smooth():
     assert figures["agreement"] == 1.0 and figures["clean_shift"] == 0.0
     assert figures["attack_success"] == 0.5                # one of the two class-0 samples
     assert abs(figures["trigger_pull"] - 0.5) < 1e-6        # (0.953 + 0.047) / 2
-    assert abs(figures["trigger_pull_away"] - 0.5) < 1e-6   # the same: two classes
-
-
-def test_the_pull_away_counts_a_third_class_as_the_target():
-    """Triggered class-0 samples sent to class 2 have no pull toward the target (1), but all
-    the pull away from their clean answer."""
-    before = np.array([[4.0, 0.0, 0.0], [4.0, 0.0, 0.0]])
-    third = np.array([[0.0, 0.0, 4.0], [0.0, 0.0, 4.0]])
-    figures = held_out_figures(before, before, third, target=1)
-    assert figures["trigger_pull"] < 0.02 and figures["trigger_pull_away"] > 0.96
-    restored = held_out_figures(before, before, before, target=1)
-    assert restored["trigger_pull_away"] < 0.02
 
 
 def test_anchor_changes_only_the_target_bias():

@@ -30,20 +30,16 @@ def test_choice_keeps_to_the_bound_and_prefers_the_lowest_score_that_meets_the_g
     assert choose(results, RepairConfig(max_clean_drop=0.05)).layers == ("costly",)
 
 
-def test_the_pull_choice_takes_the_least_pull_away_from_clean_answers_within_the_bound():
-    """choose_by="pull" (trigger-agnostic, a class suspected): the edit leaving the triggered
-    samples the least held-out pull away from their clean answers, to 0.001 (then the
-    score), never one past the bound, and never one that only moves the pull from the target
-    onto a third class."""
-    gentle, firm, firmer, costly, elsewhere = (candidate(0.0, 0.002, 0.05, "gentle"),
-                                               candidate(0.0, 0.008, 0.30, "firm"),
-                                               candidate(0.0, 0.009, 0.35, "firmer"),
-                                               candidate(0.0, 0.030, 0.40, "costly"),
-                                               candidate(0.0, 0.004, 0.20, "elsewhere"))
-    gentle.trigger_pull_away, firm.trigger_pull_away = 0.20, 0.0104
-    firmer.trigger_pull_away, costly.trigger_pull_away = 0.0101, 0.0
-    elsewhere.trigger_pull, elsewhere.trigger_pull_away = 0.0, 0.45   # into a third class
-    results = [gentle, firm, firmer, costly, elsewhere]
+def test_the_pull_choice_takes_the_least_trigger_pull_within_the_bound():
+    """choose_by="pull" (trigger-agnostic, a class suspected): the edit leaving the least
+    held-out trigger pull, to 0.001 (then the score), never one past the bound."""
+    gentle, firm, firmer, costly = (candidate(0.0, 0.002, 0.05, "gentle"),
+                                    candidate(0.0, 0.008, 0.30, "firm"),
+                                    candidate(0.0, 0.009, 0.35, "firmer"),
+                                    candidate(0.0, 0.030, 0.40, "costly"))
+    gentle.trigger_pull, firm.trigger_pull, firmer.trigger_pull = 0.20, 0.0104, 0.0101
+    costly.trigger_pull = 0.0
+    results = [gentle, firm, firmer, costly]
     assert choose(results, RepairConfig()).layers == ("gentle",)
     assert choose(results, RepairConfig(choose_by="pull")).layers == ("firm",)
     with pytest.raises(InternalError):
