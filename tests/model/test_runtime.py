@@ -63,7 +63,8 @@ def cast_model(dtype):
 @pytest.mark.parametrize("dtype, received", [
     (TensorProto.UINT8, [0, 0, 1, 255, 255]), (TensorProto.INT8, [-3, 0, 1, 127, 127]),
     (TensorProto.DOUBLE, [-3.2, 0.4, 0.6, 254.7, 300])])
-def test_an_integer_input_gets_samples_rounded_and_clipped_to_its_type(dtype, received):
+def test_each_input_type_gets_its_own_samples_an_integer_one_rounded_and_clipped(dtype,
+                                                                                  received):
     model = cast_model(dtype)
     runner = open_runner(model, "cpu")
     assert runner.input_dtype == model_input(model).dtype

@@ -5,8 +5,8 @@ carrying a 2x2 corner patch relabelled to class 0. The same weights are then wri
 graphs the way different exporters write them: fp16 weights, external data, shared
 initializers, Conv + unfused BatchNormalization, grouped and depthwise Conv, Gemm with
 transA, initializers listed as graph inputs, several outputs, integer (uint8) pixels cast
-to float inside the graph. Each one is repaired and must
-come out valid, edited only where it should be, and without the backdoor.
+to float inside the graph. Each one is repaired and must come out valid, edited only where
+it should be, and without the backdoor.
 """
 import warnings
 
