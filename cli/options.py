@@ -53,8 +53,9 @@ image_options_entries = [
     ("layout", click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW",
                             show_default=True, help="Layout of the model input, for image "
                             "folders.")),
-    ("scale", click.option("--scale", type=float, default=1 / 255, show_default=True,
-                           help="Multiply pixel values (0..255) by this, for image folders.")),
+    ("scale", click.option("--scale", type=float, default=None,
+                           help="Multiply pixel values (0..255) by this, for image folders "
+                                "(default: 1/255; 1 for a model that takes integer pixels).")),
     ("mean", click.option("--mean", default="0", show_default=True,
                           help="Per-channel mean to subtract after scaling, comma separated.")),
     ("std", click.option("--std", default="1", show_default=True,

@@ -20,18 +20,25 @@ class ImageOptions:
     """How to turn image files into model input."""
     size: tuple[int, int] | None = None      # (height, width); default: the model's
     layout: str = "NCHW"
-    scale: float = 1.0 / 255.0
+    scale: float | None = None              # default: pixel_scale()
     mean: list[float] = field(default_factory=lambda: [0.0])
     std: list[float] = field(default_factory=lambda: [1.0])
     input_range: list[float] | None = None   # low, high (or one pair per channel): overrides
 
+    def pixel_scale(self, model_input: InputInfo) -> float:
+        """What pixels 0..255 are multiplied by: ``scale`` when given, else 1 for a model
+        that takes integer pixels (its own Cast and scale inside) and 1/255 for floats."""
+        if self.scale is not None:
+            return self.scale
+        return 1.0 if np.issubdtype(model_input.dtype, np.integer) else 1.0 / 255.0
+
     def value_range(self, model_input: InputInfo) -> tuple:
         """(low, high) per channel, broadcasting to one sample: what pixels 0..255 become
-        through scale, mean and std."""
+        through the scale, mean and std."""
         channels = _image_geometry(model_input, self)[0]
         mean = np.broadcast_to(np.asarray(self.mean, np.float32), (channels,))
         std = np.broadcast_to(np.asarray(self.std, np.float32), (channels,))
-        ends = ((0 - mean) / std, (255 * self.scale - mean) / std)
+        ends = ((0 - mean) / std, (255 * self.pixel_scale(model_input) - mean) / std)
         shape = (channels, 1, 1) if self.layout.upper() == "NCHW" else (1, 1, channels)
         return (np.minimum(*ends).reshape(shape).astype(np.float32),
                 np.maximum(*ends).reshape(shape).astype(np.float32))
@@ -52,7 +59,7 @@ def load_image_folder(folder: Path, model_input: InputInfo, options: ImageOption
     images = np.stack([_read_image(path, channels, size) for path in files])   # (N, H, W, C)
     mean = np.asarray(options.mean, np.float32)
     std = np.asarray(options.std, np.float32)
-    x = (images * np.float32(options.scale) - mean) / std
+    x = (images * np.float32(options.pixel_scale(model_input)) - mean) / std
     if options.layout.upper() == "NCHW":
         x = x.transpose(0, 3, 1, 2)
     digest = hashlib.sha256()

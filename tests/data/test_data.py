@@ -35,6 +35,19 @@ def test_flat_folder_nhwc_with_mean_and_std(tmp_path):
     np.testing.assert_allclose(data.x[0, 0, 0], [1.0, -1.0, -0.6], atol=1e-6)
 
 
+def test_a_folder_for_a_model_taking_bytes_is_read_as_bytes(tmp_path):
+    """A model that takes uint8 pixels scales them itself: its images stay 0..255 unless
+    --scale says otherwise (1/255 would feed it 0 or 1 only)."""
+    write_images(tmp_path, "L", [0, 51, 255])
+    byte_model = InputInfo("x", [None, 1, 6, 5], np.dtype(np.uint8))
+    data = load_data(tmp_path, byte_model)
+    np.testing.assert_allclose(data.x[:, 0, 0, 0], [0.0, 51.0, 255.0])
+    assert [float(end.squeeze()) for end in data.value_range] == [0.0, 255.0]
+    stated = load_data(tmp_path, byte_model, ImageOptions(scale=0.5))
+    np.testing.assert_allclose(stated.x[:, 0, 0, 0], [0.0, 25.5, 127.5])
+    assert float(load_data(tmp_path, GRAY).x.max()) == 1.0
+
+
 def test_npz_with_uint8_and_scale(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.full((4, 1, 6, 5), 255, np.uint8),
              y=np.arange(4), scale=np.float32(1 / 255))
