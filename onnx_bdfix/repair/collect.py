@@ -128,13 +128,19 @@ def _accumulate(layers: list, values: dict, size: int, with_triggered: bool, sum
 
 
 def skip_change(layer, values: dict, size: int) -> np.ndarray:
-    """s − s̃ at the merge, one row per key location: (1, n_keys, m)."""
+    """s − s̃ at the merge, one row per key location: (1, n_keys, m), in the layer's own
+    output layout and scale (back through a Transpose and a layer scale on the way)."""
     skip = np.asarray(values[layer.merge_skip], np.float32)
+    if layer.merge_perm:                                        # the merge's layout -> the layer's
+        skip = np.transpose(skip, np.argsort(layer.merge_perm))
     if layer.op == "Conv":                                      # (N, C, H, W) -> (N·H·W, C)
         skip = np.moveaxis(skip, 1, -1)
     rows = skip.reshape(-1, skip.shape[-1])
     half = len(rows) // 2
-    return (rows[:half] - rows[half:])[None]
+    change = rows[:half] - rows[half:]                          # (n_keys, m)
+    if layer.merge_scale is not None:                           # y·scale + s: y answers for /scale
+        change = change / layer.merge_scale.astype(np.float32)
+    return change[None]
 
 
 def _close_fold(layers: list, sums: _Fold, result: Collected, rows: range, keep: int) -> None:

@@ -40,6 +40,10 @@ class Layer:
     attrs: dict = field(default_factory=dict)
     merge_skip: str = ""     # the other input of the residual Add the output flows into
     merge: bool = False      # edit it to answer for that bypass too (a merge edit)
+    # on the way to that Add: a per-channel constant scale (a ConvNeXt's layer scale), (m,),
+    # and a Transpose (its perm), which the bypass's change is taken back through
+    merge_scale: np.ndarray | None = field(default=None, compare=False, repr=False)
+    merge_perm: tuple = ()
     transposed: bool = False  # MatMul: B is Transpose(weight), the weight stored (m, d)
     affine: Affine | None = None  # a normalization's per-channel scale (d = m = 1)
 
@@ -71,7 +75,8 @@ def find_layers(model) -> list[Layer]:
             layer.followed_by = _follower(node.output[0], users, inits)
             layer.bias = _bias(node, layer, users, inits)
             layer.shared_weight = len(users.get(layer.weight, [])) > 1
-            layer.merge_skip = _merge_skip(layer, users, inits)
+            layer.merge_skip, layer.merge_scale, layer.merge_perm = \
+                _merge_skip(layer, users, inits)
             found.append(layer)
     return found
 
@@ -147,20 +152,53 @@ def _bias(node: onnx.NodeProto, layer: Layer, users: dict, inits: dict) -> str:
     return name if size == layer.groups * layer.out_dim else ""
 
 
-def _merge_skip(layer: Layer, users: dict, inits: dict) -> str:
-    """The skip tensor of the residual Add right after the layer (after its bias Add), when
-    the layer is a branch of a merge: an edit can then answer for the whole merge."""
+def _merge_skip(layer: Layer, users: dict, inits: dict) -> tuple:
+    """(skip tensor, scale, perm): the other input of the residual Add the layer's output
+    (after its bias Add) flows into, when the layer is a branch of a merge, so that an edit can
+    answer for the whole merge; on the way, at most a per-channel constant Mul (a layer scale,
+    no zero in it) and then a Transpose. ("", None, ()) otherwise."""
+    none = ("", None, ())
     if layer.groups != 1 or layer.followed_by not in ("", "Add (bias)") or \
             layer.attrs.get("transA", 0):
-        return ""
+        return none
     output = layer.output_tensor
     if layer.followed_by == "Add (bias)":
         output = users[output][0].output[0]
-    after = users.get(output, [])
+    after, scale, perm = users.get(output, []), None, ()
+    if len(after) == 1 and after[0].op_type == "Mul":
+        scale = _channel_scale(layer, after[0], inits)
+        if scale is None:
+            return none
+        output = after[0].output[0]
+        after = users.get(output, [])
+    if len(after) == 1 and after[0].op_type == "Transpose":
+        perm = tuple(next((list(a.ints) for a in after[0].attribute if a.name == "perm"), []))
+        output = after[0].output[0]
+        after = users.get(output, [])
+        if not perm:
+            return none
     if len(after) != 1 or after[0].op_type != "Add" or len(after[0].input) != 2:
-        return ""
+        return none
     other = [name for name in after[0].input if name != output]
-    return other[0] if len(other) == 1 and other[0] not in inits else ""
+    return (other[0], scale, perm) if len(other) == 1 and other[0] not in inits else none
+
+
+def _channel_scale(layer: Layer, node: onnx.NodeProto, inits: dict) -> np.ndarray | None:
+    """(m,) float64: the constant a Mul scales each of the layer's output channels by (along
+    the channel axis: the last for a Gemm or MatMul, the second for a Conv), or None."""
+    constant = [name for name in node.input if name in inits]
+    if len(constant) != 1:
+        return None
+    value = numpy_helper.to_array(inits[constant[0]]).astype(np.float64)
+    channel_axis = 1 if layer.op == "Conv" else -1
+    wanted = [1] * (4 if layer.op == "Conv" else 1)
+    wanted[channel_axis] = layer.out_dim
+    shape = [1] * (len(wanted) - value.ndim) + list(value.shape)
+    if len(shape) != len(wanted) or value.size != layer.out_dim or shape != wanted \
+            and not (layer.op == "Conv" and shape[-3:] == [layer.out_dim, 1, 1]):
+        return None
+    flat = value.reshape(-1)
+    return flat if np.all(np.isfinite(flat)) and np.all(flat != 0) else None
 
 
 def _follower(output: str, users: dict, inits: dict) -> str:

@@ -1,7 +1,9 @@
 """One streamed pass gives the same sums whatever the batch size, and marks samples exactly."""
 import numpy as np
+import onnx
 import pytest
 from conftest import mlp, run
+from onnx import helper
 
 from onnx_bdfix.errors import DeviceError
 from onnx_bdfix.model.runtime import open_runner, providers_for
@@ -49,3 +51,55 @@ def test_cpu_runner_says_which_provider_ran():
     assert open_runner(mlp(), "cpu").provider == "CPUExecutionProvider"
     with pytest.raises(DeviceError, match="unknown device"):
         providers_for("tpu")
+
+
+def convnext_block(rng, channels=3, size=4):
+    """x (N, C, H, W) -> Transpose to (N, H, W, C) -> MatMul W, + bias, × layer scale gamma
+    -> Transpose back -> + x (the bypass) -> Flatten: a ConvNeXt block's tail, in which the
+    branch meets its bypass in another layout and scale."""
+    from conftest import init, make_model, tensor_info
+    perm_in, perm_out = [0, 2, 3, 1], [0, 3, 1, 2]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=perm_in),
+             helper.make_node("MatMul", ["t", "w"], ["h"], name="pw"),
+             helper.make_node("Add", ["h", "bias"], ["hb"]),
+             helper.make_node("Mul", ["gamma", "hb"], ["hs"]),
+             helper.make_node("Transpose", ["hs"], ["back"], perm=perm_out),
+             helper.make_node("Add", ["x", "back"], ["merged"]),
+             helper.make_node("Flatten", ["merged"], ["y"])]
+    return make_model(nodes, [tensor_info("x", ["N", channels, size, size])],
+                      [tensor_info("y", ["N", channels * size * size])],
+                      [init("w", rng.normal(size=(channels, channels)).astype(np.float32)),
+                       init("bias", rng.normal(size=channels).astype(np.float32)),
+                       init("gamma", np.asarray([0.5, -2.0, 0.1], np.float32))])
+
+
+def test_a_merge_edit_answers_through_a_layer_scale_and_a_transpose():
+    """The bypass's change reaches the branch's keys back through the Transpose and divided by
+    the layer scale: solved on those sums, the edited block gives triggered samples the
+    merged output of their clean copies (the trigger lifts channel 2, which clean samples
+    never use)."""
+    from onnx import numpy_helper
+    from onnx_bdfix.repair.layers import from_matrices, to_matrices, weight_array
+    from onnx_bdfix.repair.solve import bdk_correction
+    rng = np.random.default_rng(0)
+    model = convnext_block(rng)
+    layer = next(layer for layer in find_layers(model) if layer.name == "pw").with_bypass()
+    assert layer.merge_skip == "x" and layer.merge_perm == (0, 3, 1, 2)
+    np.testing.assert_allclose(layer.merge_scale, [0.5, -2.0, 0.1])
+    clean = rng.normal(size=(200, 3, 4, 4)).astype(np.float32)
+    clean[:, 2] = 0.0
+    triggered = clean.copy()
+    triggered[:, 2] = 1.0
+    sums = collect_statistics(model, [layer], clean, triggered, [0, 200], "y", "cpu", 64)
+    stats = total(sums.stats[layer.name])
+    weights = to_matrices(layer, weight_array(model, layer))
+    delta = bdk_correction(weights, stats, alpha=100.0, eps=1e-6)
+    edited = onnx.ModelProto()
+    edited.CopyFrom(model)
+    edited.graph.initializer[0].CopyFrom(numpy_helper.from_array(
+        from_matrices(layer, weights + delta), "w"))
+    before, after = run(model, triggered)[0], run(edited, triggered)[0]
+    wanted = run(model, clean)[0]
+    assert np.abs(before - wanted).mean() > 0.5
+    assert np.abs(after - wanted).mean() < 0.01 * np.abs(before - wanted).mean()
+    np.testing.assert_allclose(run(edited, clean)[0], wanted, atol=1e-3)
