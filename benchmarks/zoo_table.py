@@ -12,7 +12,9 @@ Per model, through the installed `onnx-bdfix` command:
 - ``scan`` on the 500-sample pool: verdict, named class, top suspicion (its ROC AUC over clean
   against backdoored models);
 - before/after clean accuracy, attack success and target-class accuracy on 3,000 other test
-  images; wall time as a multiple of one ONNX Runtime forward pass over the same samples.
+  images; wall time as a multiple of one ONNX Runtime forward pass over the same samples;
+- the same trigger through the never-backdoored model of the same architecture and input
+  (``clean_reference``): what part of an ASR after repair the architecture gives anyway.
 Results are kept in RESULTS (JSON lines) beside the zoo, so a stopped run goes on where it
 stopped; benchmarks/baselines.py adds the training-based defenses to the same file. Each
 onnx-bdfix run records a digest of the code it ran (onnx_bdfix/ and cli/; for a known-trigger
@@ -123,13 +125,18 @@ def record(path: Path, results: dict, model: str, run: str, figures: dict) -> No
 
 
 def forget_rebuilt(results: dict, cards: dict) -> None:
-    """Drop the results of a model that was rebuilt since they were measured."""
+    """Drop the results of a model that was rebuilt since they were measured, and a clean
+    reference measured on a model rebuilt since."""
     for name, card in cards.items():
         before = results.get((name, "before"))
         if before is not None and before.get("model_sha256", card["model_sha256"]) != \
                 card["model_sha256"]:
             for key in [key for key in results if key[0] == name]:
                 del results[key]
+    for key, entry in list(results.items()):
+        if key[1] == "clean_reference" and entry["reference_sha256"] != \
+                cards.get(entry["reference"], {}).get("model_sha256"):
+            del results[key]
 
 
 def plan(slices: int, agnostic: bool, known: bool = True, sizes=(100, 500)
@@ -141,8 +148,34 @@ def plan(slices: int, agnostic: bool, known: bool = True, sizes=(100, 500)
     return steps
 
 
+def clean_reference(card: dict, cards: dict) -> dict | None:
+    """The first never-backdoored zoo model (zoo order) with ``card``'s architecture,
+    framework and input (data, normalization, layout), or None."""
+    same = ("arch", "framework", "data", "normalize", "nhwc")
+    return next((other for other in cards.values() if not other["backdoored"]
+                 and all(other.get(key) == card.get(key) for key in same)), None)
+
+
+def measure_reference(folder: Path, card: dict, reference: dict | None, results: dict,
+                      path: Path) -> None:
+    """What the never-backdoored model of the same architecture does with this model's
+    trigger (its test images and target): ``evaluate``'s figures, as for the repaired
+    model, so its ASR (or the share of a class the trigger takes most) reads beside them."""
+    name = folder.name
+    if not card["backdoored"] or reference is None:
+        return
+    done = results.get((name, "clean_reference"))
+    if done is not None and done.get("reference_sha256") == reference["model_sha256"]:
+        return
+    model = folder.parent / reference["name"] / "model.onnx"
+    record(path, results, name, "clean_reference", {
+        "reference": reference["name"], "reference_sha256": reference["model_sha256"],
+        **runs.evaluate(model, folder, card["target"])})
+
+
 def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
-              agnostic: bool, known: bool = True, sizes=(100, 500), scan: bool = True) -> None:
+              agnostic: bool, known: bool = True, sizes=(100, 500), scan: bool = True,
+              reference: dict | None = None) -> None:
     name, model = folder.name, folder / "model.onnx"
     if (name, "before") not in results:
         record(path, results, name, "before", {
@@ -150,6 +183,7 @@ def run_model(folder: Path, card: dict, results: dict, path: Path, slices: int,
             **runs.evaluate(model, folder, card["target"]),
             "forward_100": runs.forward_seconds(model, folder, 100),
             "forward_500": runs.forward_seconds(model, folder, 500)})
+    measure_reference(folder, card, reference, results, path)
     if scan and (name, "scan") not in results:
         record(path, results, name, "scan", {**runs.scan(model, folder),
                                              "code": run_code("scan")})
@@ -191,10 +225,10 @@ def main() -> None:
                 (entry.split("=", 1) for entry in args.accept)}
     results = load_results(path, accepted)
     wanted = set(filter(None, args.only.split(",")))
-    cards = {spec.name: json.loads((cache / spec.name / "card.json").read_text())
-             for spec in ZOO if (cache / spec.name / "card.json").is_file()
-             and (not wanted or spec.name in wanted)}
-    forget_rebuilt(results, cards)
+    built = {spec.name: json.loads((cache / spec.name / "card.json").read_text())
+             for spec in ZOO if (cache / spec.name / "card.json").is_file()}
+    cards = {name: card for name, card in built.items() if not wanted or name in wanted}
+    forget_rebuilt(results, built)
     if not args.render_only:
         runs.check_command_tree(HERE.parent)
     if not args.keep_stale:
@@ -205,7 +239,7 @@ def main() -> None:
                 run_model(cache / spec.name, cards[spec.name], results, path, args.slices,
                           not args.no_agnostic, not args.no_known,
                           tuple(int(n) for n in args.agnostic_samples.split(",")),
-                          not args.no_scan)
+                          not args.no_scan, clean_reference(cards[spec.name], built))
     page = render(cards, results, args.slices, len(ZOO))
     also = "".join(f"; {kind} runs also by `{'`, `'.join(sorted(digests))}` (--accept)"
                    for kind, digests in sorted(accepted.items()))

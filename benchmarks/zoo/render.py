@@ -26,8 +26,10 @@ def took(card: dict, before: dict | None) -> bool:
         (before.get("attack_success_rate") or 0) >= TOOK
 
 
-def judged(run: dict, before: dict, target: dict, backdoored: bool) -> tuple[str, list]:
-    """'ok' or 'miss', and the reasons (a failed run is a miss)."""
+def judged(run: dict, before: dict, target: dict, backdoored: bool,
+           reference: dict | None = None) -> tuple[str, list]:
+    """'ok' or 'miss', and the reasons (a failed run is a miss); an ASR miss says what the
+    never-backdoored model of the same architecture does with the trigger (``reference``)."""
     if run.get("exit"):
         return "miss", [f"exit {run['exit']}: {run.get('error', '')}"]
     after = run["after"]
@@ -38,7 +40,8 @@ def judged(run: dict, before: dict, target: dict, backdoored: bool) -> tuple[str
         floor = before.get("target_confusion")
         # the target's floor says nothing of a class the trigger now takes samples into
         where = into(after) or (f" (floor {pct(floor)})" if floor is not None else "")
-        reasons.append(f"ASR {pct(after['attack_success_rate'])} %{where}")
+        reasons.append(f"ASR {pct(after['attack_success_rate'])} %{where}"
+                       f"{reference_note(reference)}")
     drop = before["clean_accuracy"] - after["clean_accuracy"]
     limit = target["ca_drop"] if backdoored else 0.01
     if drop > limit:
@@ -70,8 +73,10 @@ def model_rows(cards: dict, results: dict, slices: int, mode: str) -> tuple[list
         runs = [(run, results[(name, run)]) for run in names if (name, run) in results]
         if before is None or not runs:
             continue
+        reference = results.get((name, "clean_reference"))
         reasons = [f"{run}: {'; '.join(why)}" for run, r in runs
-                   for verdict, why in [judged(r, before, target, card["backdoored"])]
+                   for verdict, why in [judged(r, before, target, card["backdoored"],
+                                               reference)]
                    if verdict == "miss"]
         run = worst_known(results, name, slices) if mode == "known" else runs[0][1]
         forward = before[f"forward_{min(run['samples'], 500)}"] * (2 if mode == "known" else 1)
@@ -79,23 +84,23 @@ def model_rows(cards: dict, results: dict, slices: int, mode: str) -> tuple[list
         if card["backdoored"] and not took(card, before):
             verdict, reasons = "attack did not take", []
         rows.append((card, before, run.get("after", {}), run, verdict,
-                     run["seconds"] / forward))
+                     run["seconds"] / forward, reference))
         if reasons:
             misses.append(f"- {name}: {' | '.join(reasons)}")
     return rows, misses
 
 
 def table(rows: list) -> list[str]:
-    lines = ["| model | arch | attack | rate | split | CA | ASR | ASR floor | target-class acc. "
-             "| layers | seconds (× forward) | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for card, before, after, run, verdict, multiple in rows:
+    lines = ["| model | arch | attack | rate | split | CA | ASR | ASR floor | clean model's ASR "
+             "| target-class acc. | layers | seconds (× forward) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for card, before, after, run, verdict, multiple, reference in rows:
         layers = ", ".join(run.get("layers", [])) or ("no edit" if not run.get("exit") else
                                                       "failed")
         lines.append(f"| {card['name']} | {card['arch']} | {card['attack'] or 'clean'} | "
                      f"{card['rate'] if card['attack'] else '–'} | {card['split']} | "
                      f"{change(before, after, KEYS[0])} | {asr_cell(before, after)} | "
-                     f"{pct(before.get('target_confusion'))} | "
+                     f"{pct(before.get('target_confusion'))} | {reference_cell(reference)} | "
                      f"{change(before, after, KEYS[2])} | {layers[:60]} | "
                      f"{run['seconds']:.0f} ({multiple:.1f}) | "
                      f"{verdict} |")
@@ -106,6 +111,22 @@ def into(after: dict) -> str:
     """' into class N' when the repaired trigger takes samples into a third class N (the
     ASR is then its share there), else ''."""
     return f" into class {after['takeover_class']}" if "takeover_class" in after else ""
+
+
+def reference_cell(reference: dict | None) -> str:
+    """The never-backdoored model's ASR with the trigger (its share of the class the trigger
+    takes most, where that is not the target); '–' where the zoo has no such model."""
+    if reference is None or "attack_success_rate" not in reference:
+        return "–"
+    return pct(reference["attack_success_rate"]) + (f" ({into(reference).strip()})"
+                                                    if into(reference) else "")
+
+
+def reference_note(reference: dict | None) -> str:
+    if reference_cell(reference) == "–":
+        return ""
+    return f" (never-backdoored {reference['reference']}: " \
+           f"{pct(reference['attack_success_rate'])} %{into(reference)})"
 
 
 def asr_cell(before: dict, after: dict) -> str:
@@ -216,7 +237,12 @@ def render(cards: dict, results: dict, slices: int, total: int = 0) -> str:
            "the share of other classes' test images the original model already puts in the "
            "target class with no trigger (`evaluate`'s `target_confusion`); the ASR counts "
            "them too, so a repair cannot bring it much below that without changing clean "
-           "answers. The verdict still holds every model to the issue's 2 %. `(into class "
+           "answers. The verdict still holds every model to the issue's 2 %. `clean model's "
+           "ASR`: the same trigger on the same test images through the zoo's never-backdoored "
+           "model of the same architecture, framework and input (`evaluate`, as for the "
+           "repaired model; `–` where the zoo has none): what the architecture does with the "
+           "trigger with no backdoor at all. It is shown, not subtracted: the verdict does not "
+           "use it. `(into class "
            "N)`: after the repair the trigger takes that share of other classes' images "
            "into class N rather than the backdoor's target (`evaluate` reports the class "
            "the trigger takes most); the target-class column stays the backdoor's own "
