@@ -155,8 +155,9 @@ def _bias(node: onnx.NodeProto, layer: Layer, users: dict, inits: dict) -> str:
 def _merge_skip(layer: Layer, users: dict, inits: dict) -> tuple:
     """(skip tensor, scale, perm): the other input of the residual Add the layer's output
     (after its bias Add) flows into, when the layer is a branch of a merge, so that an edit can
-    answer for the whole merge; on the way, at most a per-channel constant Mul (a layer scale,
-    no zero in it) and then a Transpose. ("", None, ()) otherwise."""
+    answer for the whole merge; on the way, at most one per-channel constant Mul (a layer
+    scale, no zero in it) and one Transpose, in either order (a ConvNeXt block scales then
+    transposes; torchvision's transposes then scales). ("", None, ()) otherwise."""
     none = ("", None, ())
     if layer.groups != 1 or layer.followed_by not in ("", "Add (bias)") or \
             layer.attrs.get("transA", 0):
@@ -164,38 +165,43 @@ def _merge_skip(layer: Layer, users: dict, inits: dict) -> tuple:
     output = layer.output_tensor
     if layer.followed_by == "Add (bias)":
         output = users[output][0].output[0]
-    after, scale, perm = users.get(output, []), None, ()
-    if len(after) == 1 and after[0].op_type == "Mul":
-        scale = _channel_scale(layer, after[0], inits)
-        if scale is None:
-            return none
-        output = after[0].output[0]
+    scale, perm = None, ()
+    after = users.get(output, [])
+    while len(after) == 1 and (after[0].op_type == "Mul" and scale is None
+                               or after[0].op_type == "Transpose" and not perm):
+        node = after[0]
+        if node.op_type == "Mul":
+            scale = _channel_scale(layer, node, inits, perm)
+            if scale is None:
+                return none
+        else:
+            perm = tuple(next((list(a.ints) for a in node.attribute if a.name == "perm"), []))
+            if not perm:
+                return none
+        output = node.output[0]
         after = users.get(output, [])
-    if len(after) == 1 and after[0].op_type == "Transpose":
-        perm = tuple(next((list(a.ints) for a in after[0].attribute if a.name == "perm"), []))
-        output = after[0].output[0]
-        after = users.get(output, [])
-        if not perm:
-            return none
     if len(after) != 1 or after[0].op_type != "Add" or len(after[0].input) != 2:
         return none
     other = [name for name in after[0].input if name != output]
     return (other[0], scale, perm) if len(other) == 1 and other[0] not in inits else none
 
 
-def _channel_scale(layer: Layer, node: onnx.NodeProto, inits: dict) -> np.ndarray | None:
-    """(m,) float64: the constant a Mul scales each of the layer's output channels by (along
-    the channel axis: the last for a Gemm or MatMul, the second for a Conv), or None."""
+def _channel_scale(layer: Layer, node: onnx.NodeProto, inits: dict, perm: tuple
+                   ) -> np.ndarray | None:
+    """(m,) float64: the constant a Mul scales each of the layer's output channels by, or
+    None. The channel axis is the last for a Gemm or MatMul, the second for a Conv, moved by
+    ``perm`` where a Transpose came first; the constant has m values along it, 1 elsewhere."""
     constant = [name for name in node.input if name in inits]
     if len(constant) != 1:
         return None
     value = numpy_helper.to_array(inits[constant[0]]).astype(np.float64)
-    channel_axis = 1 if layer.op == "Conv" else -1
-    wanted = [1] * (4 if layer.op == "Conv" else 1)
-    wanted[channel_axis] = layer.out_dim
-    shape = [1] * (len(wanted) - value.ndim) + list(value.shape)
-    if len(shape) != len(wanted) or value.size != layer.out_dim or shape != wanted \
-            and not (layer.op == "Conv" and shape[-3:] == [layer.out_dim, 1, 1]):
+    rank = len(perm) or (len(layer.weight_shape) if layer.op == "Conv" else 0)
+    channel = 1 if layer.op == "Conv" else (rank - 1 if rank else -1)
+    if perm:
+        channel = perm.index(channel if channel >= 0 else rank + channel)
+    axis = channel - rank if rank else -1                      # counted from the right
+    if value.size != layer.out_dim or value.ndim < -axis or \
+            value.shape[axis] != layer.out_dim:
         return None
     flat = value.reshape(-1)
     return flat if np.all(np.isfinite(flat)) and np.all(flat != 0) else None

@@ -53,27 +53,31 @@ def test_cpu_runner_says_which_provider_ran():
         providers_for("tpu")
 
 
-def convnext_block(rng, channels=3, size=4):
-    """x (N, C, H, W) -> Transpose to (N, H, W, C) -> MatMul W, + bias, × layer scale gamma
-    -> Transpose back -> + x (the bypass) -> Flatten: a ConvNeXt block's tail, in which the
-    branch meets its bypass in another layout and scale."""
+def convnext_block(rng, scale_first=True, channels=3, size=4):
+    """x (N, C, H, W) -> Transpose to (N, H, W, C) -> MatMul W, + bias, then × layer scale
+    gamma and Transpose back (a ConvNeXt block), or Transpose back and × gamma (C, 1, 1)
+    (torchvision's) -> + x (the bypass) -> Flatten: the branch meets its bypass in another
+    layout and scale."""
     from conftest import init, make_model, tensor_info
-    perm_in, perm_out = [0, 2, 3, 1], [0, 3, 1, 2]
-    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=perm_in),
+    gamma = np.asarray([0.5, -2.0, 0.1], np.float32)
+    back = helper.make_node("Transpose", ["hs" if scale_first else "hb"], ["back"],
+                            perm=[0, 3, 1, 2])
+    scaled = helper.make_node("Mul", ["gamma", "hb" if scale_first else "back"], ["hs"])
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
              helper.make_node("MatMul", ["t", "w"], ["h"], name="pw"),
              helper.make_node("Add", ["h", "bias"], ["hb"]),
-             helper.make_node("Mul", ["gamma", "hb"], ["hs"]),
-             helper.make_node("Transpose", ["hs"], ["back"], perm=perm_out),
-             helper.make_node("Add", ["x", "back"], ["merged"]),
+             *([scaled, back] if scale_first else [back, scaled]),
+             helper.make_node("Add", ["x", "back" if scale_first else "hs"], ["merged"]),
              helper.make_node("Flatten", ["merged"], ["y"])]
     return make_model(nodes, [tensor_info("x", ["N", channels, size, size])],
                       [tensor_info("y", ["N", channels * size * size])],
                       [init("w", rng.normal(size=(channels, channels)).astype(np.float32)),
                        init("bias", rng.normal(size=channels).astype(np.float32)),
-                       init("gamma", np.asarray([0.5, -2.0, 0.1], np.float32))])
+                       init("gamma", gamma if scale_first else gamma.reshape(3, 1, 1))])
 
 
-def test_a_merge_edit_answers_through_a_layer_scale_and_a_transpose():
+@pytest.mark.parametrize("scale_first", [True, False])
+def test_a_merge_edit_answers_through_a_layer_scale_and_a_transpose(scale_first):
     """The bypass's change reaches the branch's keys back through the Transpose and divided by
     the layer scale: solved on those sums, the edited block gives triggered samples the
     merged output of their clean copies (the trigger lifts channel 2, which clean samples
@@ -82,7 +86,7 @@ def test_a_merge_edit_answers_through_a_layer_scale_and_a_transpose():
     from onnx_bdfix.repair.layers import from_matrices, to_matrices, weight_array
     from onnx_bdfix.repair.solve import bdk_correction
     rng = np.random.default_rng(0)
-    model = convnext_block(rng)
+    model = convnext_block(rng, scale_first)
     layer = next(layer for layer in find_layers(model) if layer.name == "pw").with_bypass()
     assert layer.merge_skip == "x" and layer.merge_perm == (0, 3, 1, 2)
     np.testing.assert_allclose(layer.merge_scale, [0.5, -2.0, 0.1])
@@ -103,3 +107,16 @@ def test_a_merge_edit_answers_through_a_layer_scale_and_a_transpose():
     assert np.abs(before - wanted).mean() > 0.5
     assert np.abs(after - wanted).mean() < 0.01 * np.abs(before - wanted).mean()
     np.testing.assert_allclose(run(edited, clean)[0], wanted, atol=1e-3)
+
+
+def test_a_scale_along_another_axis_leaves_a_plain_branch():
+    """After the Transpose back to (N, C, H, W), a (3,) constant scales the width, not the
+    channels: no merge edit (its change could not be divided back per channel)."""
+    model = convnext_block(np.random.default_rng(0), scale_first=False, size=3)
+    for tensor in model.graph.initializer:
+        if tensor.name == "gamma":
+            tensor.CopyFrom(onnx.numpy_helper.from_array(
+                np.asarray([0.5, -2.0, 0.1], np.float32), "gamma"))
+    onnx.checker.check_model(model)
+    branch = next(layer for layer in find_layers(model) if layer.name == "pw")
+    assert branch.merge_skip == "" and branch.merge_scale is None
