@@ -40,8 +40,8 @@ class Layer:
     attrs: dict = field(default_factory=dict)
     merge_skip: str = ""     # the other input of the residual Add the output flows into
     merge: bool = False      # edit it to answer for that bypass too (a merge edit)
-    # on the way to that Add: a per-channel constant scale (a ConvNeXt's layer scale), (m,),
-    # and a Transpose (its perm), which the bypass's change is taken back through
+    # on the way to that Add: a per-channel scale (a BatchNormalization's, a ConvNeXt's layer
+    # scale), (m,), and a Transpose (its perm), which the bypass's change is taken back through
     merge_scale: np.ndarray | None = field(default=None, compare=False, repr=False)
     merge_perm: tuple = ()
     transposed: bool = False  # MatMul: B is Transpose(weight), the weight stored (m, d)
@@ -155,25 +155,27 @@ def _bias(node: onnx.NodeProto, layer: Layer, users: dict, inits: dict) -> str:
 def _merge_skip(layer: Layer, users: dict, inits: dict) -> tuple:
     """(skip tensor, scale, perm): the other input of the residual Add the layer's output
     (after its bias Add) flows into, when the layer is a branch of a merge, so that an edit can
-    answer for the whole merge; on the way, at most one per-channel constant Mul (a layer
-    scale, no zero in it) and one Transpose, in either order (a ConvNeXt block scales then
-    transposes; torchvision's transposes then scales). ("", None, ()) otherwise."""
+    answer for the whole merge. The layer's follower may scale each channel (a
+    BatchNormalization, a Mul/Add pair); then, on the way, at most one per-channel constant Mul
+    (a layer scale) and one Transpose, in either order (a ConvNeXt block scales then
+    transposes; torchvision's transposes then scales); no scale with a zero in it.
+    ("", None, ()) otherwise."""
     none = ("", None, ())
-    if layer.groups != 1 or layer.followed_by not in ("", "Add (bias)") or \
-            layer.attrs.get("transA", 0):
+    if layer.groups != 1 or layer.attrs.get("transA", 0):
         return none
-    output = layer.output_tensor
-    if layer.followed_by == "Add (bias)":
-        output = users[output][0].output[0]
-    scale, perm = None, ()
+    output, scale = _after_follower(layer, users, inits)
+    if output is None:
+        return none
+    perm, layer_scaled = (), False
     after = users.get(output, [])
-    while len(after) == 1 and (after[0].op_type == "Mul" and scale is None
+    while len(after) == 1 and (after[0].op_type == "Mul" and not layer_scaled
                                or after[0].op_type == "Transpose" and not perm):
         node = after[0]
         if node.op_type == "Mul":
-            scale = _channel_scale(layer, node, inits, perm)
-            if scale is None:
+            extra = _channel_scale(layer, node, inits, perm)
+            if extra is None:
                 return none
+            scale, layer_scaled = extra if scale is None else scale * extra, True
         else:
             perm = tuple(next((list(a.ints) for a in node.attribute if a.name == "perm"), []))
             if not perm:
@@ -184,6 +186,29 @@ def _merge_skip(layer: Layer, users: dict, inits: dict) -> tuple:
         return none
     other = [name for name in after[0].input if name != output]
     return (other[0], scale, perm) if len(other) == 1 and other[0] not in inits else none
+
+
+def _after_follower(layer: Layer, users: dict, inits: dict) -> tuple:
+    """(the tensor after the layer's follower, the follower's per-channel scale or None):
+    a bias Add adds; a BatchNormalization (after a Conv or Gemm) or a Mul/Add pair scales each
+    channel, and its shift cancels in what the bypass changes. (None, None) for a follower
+    that is neither."""
+    output = layer.output_tensor
+    if layer.followed_by == "":
+        return output, None
+    node = users[output][0]
+    if layer.followed_by == "Add (bias)":
+        return node.output[0], None
+    if layer.followed_by == "Mul/Add":
+        scale = _channel_scale(layer, node, inits, ())
+        added = users[node.output[0]][0]
+        return (None, None) if scale is None else (added.output[0], scale)
+    affine = affine_of(node, inits, users)
+    if affine is None or layer.op not in ("Conv", "Gemm"):
+        return None, None
+    scale = affine.matrices(numpy_helper.to_array(inits[node.input[1]])).reshape(-1)
+    usable = scale.size == layer.out_dim and np.all(np.isfinite(scale)) and np.all(scale != 0)
+    return (node.output[0], scale) if usable else (None, None)
 
 
 def _channel_scale(layer: Layer, node: onnx.NodeProto, inits: dict, perm: tuple

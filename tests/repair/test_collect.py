@@ -82,26 +82,32 @@ def test_a_merge_edit_answers_through_a_layer_scale_and_a_transpose(scale_first)
     the layer scale: solved on those sums, the edited block gives triggered samples the
     merged output of their clean copies (the trigger lifts channel 2, which clean samples
     never use)."""
-    from onnx import numpy_helper
-    from onnx_bdfix.repair.layers import from_matrices, to_matrices, weight_array
-    from onnx_bdfix.repair.solve import bdk_correction
     rng = np.random.default_rng(0)
     model = convnext_block(rng, scale_first)
     layer = next(layer for layer in find_layers(model) if layer.name == "pw").with_bypass()
     assert layer.merge_skip == "x" and layer.merge_perm == (0, 3, 1, 2)
     np.testing.assert_allclose(layer.merge_scale, [0.5, -2.0, 0.1])
+    assert_the_merge_edit_cleans(model, layer, rng)
+
+
+def assert_the_merge_edit_cleans(model, layer, rng):
+    """Solved on one pass's sums (a trigger that lifts channel 2, which clean samples never
+    use), the edit of ``layer`` gives triggered samples their clean copies' merged output
+    and leaves clean ones as they were."""
+    from onnx import numpy_helper
+    from onnx_bdfix.repair.layers import from_matrices, to_matrices, weight_array
+    from onnx_bdfix.repair.solve import bdk_correction
     clean = rng.normal(size=(200, 3, 4, 4)).astype(np.float32)
     clean[:, 2] = 0.0
     triggered = clean.copy()
     triggered[:, 2] = 1.0
     sums = collect_statistics(model, [layer], clean, triggered, [0, 200], "y", "cpu", 64)
-    stats = total(sums.stats[layer.name])
     weights = to_matrices(layer, weight_array(model, layer))
-    delta = bdk_correction(weights, stats, alpha=100.0, eps=1e-6)
+    delta = bdk_correction(weights, total(sums.stats[layer.name]), alpha=100.0, eps=1e-6)
     edited = onnx.ModelProto()
     edited.CopyFrom(model)
-    edited.graph.initializer[0].CopyFrom(numpy_helper.from_array(
-        from_matrices(layer, weights + delta), "w"))
+    stored = next(t for t in edited.graph.initializer if t.name == layer.weight)
+    stored.CopyFrom(numpy_helper.from_array(from_matrices(layer, weights + delta), layer.weight))
     before, after = run(model, triggered)[0], run(edited, triggered)[0]
     wanted = run(model, clean)[0]
     assert np.abs(before - wanted).mean() > 0.5
@@ -120,3 +126,33 @@ def test_a_scale_along_another_axis_leaves_a_plain_branch():
     onnx.checker.check_model(model)
     branch = next(layer for layer in find_layers(model) if layer.name == "pw")
     assert branch.merge_skip == "" and branch.merge_scale is None
+
+
+def conv_bn_block(rng, channels=3, size=4):
+    """x -> 1×1 Conv -> BatchNormalization (not folded) -> + x -> Flatten: a post-activation
+    ResNet branch as an exporter that keeps the normalization writes it."""
+    from conftest import init, make_model, tensor_info
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["h"], name="conv"),
+             helper.make_node("BatchNormalization", ["h", "s", "beta", "mu", "var"], ["n"]),
+             helper.make_node("Add", ["n", "x"], ["merged"]),
+             helper.make_node("Flatten", ["merged"], ["y"])]
+    floats = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    return make_model(nodes, [tensor_info("x", ["N", channels, size, size])],
+                      [tensor_info("y", ["N", channels * size * size])],
+                      [init("w", floats(channels, channels, 1, 1)), init("b", floats(channels)),
+                       init("s", np.asarray([0.5, -2.0, 0.3], np.float32)),
+                       init("beta", floats(channels)), init("mu", floats(channels)),
+                       init("var", np.asarray([0.5, 2.0, 4.0], np.float32))])
+
+
+def test_a_merge_edit_answers_through_a_batch_normalization():
+    """A branch Conv whose BatchNormalization sits between it and the merge: the bypass's
+    change is divided by the normalization's per-channel scale, and the edited block gives
+    triggered samples their clean copies' merged output."""
+    rng = np.random.default_rng(1)
+    model = conv_bn_block(rng)
+    layer = next(layer for layer in find_layers(model) if layer.name == "conv").with_bypass()
+    assert layer.merge_skip == "x" and layer.followed_by == "BatchNormalization"
+    expected = np.asarray([0.5, -2.0, 0.3]) / np.sqrt(np.asarray([0.5, 2.0, 4.0]) + 1e-5)
+    np.testing.assert_allclose(layer.merge_scale, expected, rtol=1e-6)
+    assert_the_merge_edit_cleans(model, layer, rng)
