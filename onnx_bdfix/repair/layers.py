@@ -191,18 +191,21 @@ def _merge_skip(layer: Layer, users: dict, inits: dict) -> tuple:
 def _after_follower(layer: Layer, users: dict, inits: dict) -> tuple:
     """(the tensor after the layer's follower, the follower's per-channel scale or None):
     a bias Add adds; a BatchNormalization (after a Conv or Gemm) or a Mul/Add pair scales each
-    channel, and its shift cancels in what the bypass changes. (None, None) for a follower
-    that is neither."""
+    channel, and its shift cancels in what the bypass changes (a constant Mul straight into
+    the residual Add is a layer scale: the tensor after it). (None, None) for a follower that
+    is none of these."""
     output = layer.output_tensor
     if layer.followed_by == "":
         return output, None
     node = users[output][0]
     if layer.followed_by == "Add (bias)":
         return node.output[0], None
-    if layer.followed_by == "Mul/Add":
+    if layer.followed_by == "Mul/Add":          # a scale, then a shift, or then the merge
         scale = _channel_scale(layer, node, inits, ())
         added = users[node.output[0]][0]
-        return (None, None) if scale is None else (added.output[0], scale)
+        shifted = any(name in inits for name in added.input)
+        after = added.output[0] if shifted else node.output[0]
+        return (None, None) if scale is None else (after, scale)
     affine = affine_of(node, inits, users)
     if affine is None or layer.op not in ("Conv", "Gemm"):
         return None, None

@@ -128,31 +128,41 @@ def test_a_scale_along_another_axis_leaves_a_plain_branch():
     assert branch.merge_skip == "" and branch.merge_scale is None
 
 
-def conv_bn_block(rng, channels=3, size=4):
-    """x -> 1×1 Conv -> BatchNormalization (not folded) -> + x -> Flatten: a post-activation
-    ResNet branch as an exporter that keeps the normalization writes it."""
+def conv_block(rng, follower, channels=3, size=4):
+    """x -> 1×1 Conv -> a BatchNormalization (not folded) or a constant Mul (a layer scale)
+    -> + x -> Flatten: a ResNet branch as an exporter that keeps the normalization writes it,
+    or a layer-scaled convolutional branch."""
     from conftest import init, make_model, tensor_info
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["h"], name="conv"),
-             helper.make_node("BatchNormalization", ["h", "s", "beta", "mu", "var"], ["n"]),
+    scale = np.asarray([0.5, -2.0, 0.3], np.float32)
+    floats = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    if follower == "BatchNormalization":
+        norm = [helper.make_node("BatchNormalization", ["h", "s", "beta", "mu", "var"], ["n"])]
+        params = [init("s", scale), init("beta", floats(channels)),
+                  init("mu", floats(channels)), init("var", np.asarray([0.5, 2.0, 4.0],
+                                                                      np.float32))]
+    else:
+        norm = [helper.make_node("Mul", ["h", "s"], ["n"])]
+        params = [init("s", scale.reshape(channels, 1, 1))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["h"], name="conv"), *norm,
              helper.make_node("Add", ["n", "x"], ["merged"]),
              helper.make_node("Flatten", ["merged"], ["y"])]
-    floats = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
     return make_model(nodes, [tensor_info("x", ["N", channels, size, size])],
                       [tensor_info("y", ["N", channels * size * size])],
                       [init("w", floats(channels, channels, 1, 1)), init("b", floats(channels)),
-                       init("s", np.asarray([0.5, -2.0, 0.3], np.float32)),
-                       init("beta", floats(channels)), init("mu", floats(channels)),
-                       init("var", np.asarray([0.5, 2.0, 4.0], np.float32))])
+                       *params])
 
 
-def test_a_merge_edit_answers_through_a_batch_normalization():
-    """A branch Conv whose BatchNormalization sits between it and the merge: the bypass's
-    change is divided by the normalization's per-channel scale, and the edited block gives
-    triggered samples their clean copies' merged output."""
+@pytest.mark.parametrize("follower", ["BatchNormalization", "Mul"])
+def test_a_merge_edit_answers_through_a_normalization_or_a_scale(follower):
+    """A branch Conv whose BatchNormalization, or a constant per-channel Mul, sits between it
+    and the merge: the bypass's change is divided by that per-channel scale, and the edited
+    block gives triggered samples their clean copies' merged output."""
     rng = np.random.default_rng(1)
-    model = conv_bn_block(rng)
+    model = conv_block(rng, follower)
     layer = next(layer for layer in find_layers(model) if layer.name == "conv").with_bypass()
-    assert layer.merge_skip == "x" and layer.followed_by == "BatchNormalization"
-    expected = np.asarray([0.5, -2.0, 0.3]) / np.sqrt(np.asarray([0.5, 2.0, 4.0]) + 1e-5)
+    assert layer.merge_skip == "x"
+    expected = np.asarray([0.5, -2.0, 0.3])
+    if follower == "BatchNormalization":
+        expected = expected / np.sqrt(np.asarray([0.5, 2.0, 4.0]) + 1e-5)
     np.testing.assert_allclose(layer.merge_scale, expected, rtol=1e-6)
     assert_the_merge_edit_cleans(model, layer, rng)
