@@ -76,9 +76,10 @@ def agnostic_repair(model, clean: Dataset, out_path, config: RepairConfig,
 
 
 def reconstructions(result: ScanResult, clean: Dataset, hint: int | None, folds: int
-                    ) -> tuple[Found, list[Trigger]]:
+                    ) -> tuple[Found, list[Trigger | TriggerSet]]:
     """The suspected (or hinted) class's best reconstruction and the triggers the repair
-    holds out, one per fold (module docstring), made on the scan's own session."""
+    holds out, one per fold (module docstring; a fold's reconstruction with its stronger copy
+    is a TriggerSet), made on the scan's own session."""
     found = result.best(hint)
     level = min(found.flip_rate, STRONG)
     triggers = found.strong(level, most=folds)  # one reconstruction per fold
@@ -88,7 +89,7 @@ def reconstructions(result: ScanResult, clean: Dataset, hint: int | None, folds:
     return found, [_with_stronger(trigger) for trigger in triggers]
 
 
-def repair_against(loaded, clean: Dataset, triggers: list[Trigger], out_path,
+def repair_against(loaded, clean: Dataset, triggers: list[Trigger | TriggerSet], out_path,
                    config: RepairConfig, target: int, suspected: bool,
                    progress: Progress | None = None) -> RepairReport:
     """The known-trigger pipeline against ``triggers``, with this mode's settings."""
