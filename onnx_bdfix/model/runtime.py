@@ -84,13 +84,16 @@ def as_input(batch: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.clip(np.rint(batch), bounds.min, bounds.max).astype(dtype)
 
 
+# ONNX Runtime's name of each input type ("tensor(uint8)" without its wrapper) -> numpy type
+RUNTIME_TYPES = {onnx.TensorProto.DataType.Name(code).lower(): dtype
+                 for code, dtype in INPUT_TYPES.items()}
+
+
 def input_dtype(session: ort.InferenceSession) -> np.dtype:
-    """The numpy type of the session's first input (ONNX Runtime names it "tensor(uint8)");
-    float32 for a type :data:`INPUT_TYPES` does not hold (a graph tail's float inputs)."""
+    """The numpy type of the session's first input; float32 for a type
+    :data:`RUNTIME_TYPES` does not hold (a graph tail's float inputs)."""
     name = session.get_inputs()[0].type.removeprefix("tensor(").removesuffix(")")
-    known = {onnx.TensorProto.DataType.Name(code).lower(): dtype
-             for code, dtype in INPUT_TYPES.items()}
-    return np.dtype(known.get(name, np.float32))
+    return np.dtype(RUNTIME_TYPES.get(name, np.float32))
 
 
 def _filled(value: np.ndarray, real: int, size: int) -> np.ndarray:

@@ -209,9 +209,8 @@ def _after_follower(layer: Layer, users: dict, inits: dict) -> tuple:
     affine = affine_of(node, inits, users)
     if affine is None or layer.op not in ("Conv", "Gemm"):
         return None, None
-    scale = affine.matrices(numpy_helper.to_array(inits[node.input[1]])).reshape(-1)
-    usable = scale.size == layer.out_dim and np.all(np.isfinite(scale)) and np.all(scale != 0)
-    return (node.output[0], scale) if usable else (None, None)
+    scale = _usable(affine.matrices(numpy_helper.to_array(inits[node.input[1]])), layer)
+    return (None, None) if scale is None else (node.output[0], scale)
 
 
 def _channel_scale(layer: Layer, node: onnx.NodeProto, inits: dict, perm: tuple
@@ -228,11 +227,17 @@ def _channel_scale(layer: Layer, node: onnx.NodeProto, inits: dict, perm: tuple
     if perm:
         channel = perm.index(channel if channel >= 0 else rank + channel)
     axis = channel - rank if rank else -1                      # counted from the right
-    if value.size != layer.out_dim or value.ndim < -axis or \
-            value.shape[axis] != layer.out_dim:
+    if value.ndim < -axis or value.shape[axis] != layer.out_dim:
         return None
-    flat = value.reshape(-1)
-    return flat if np.all(np.isfinite(flat)) and np.all(flat != 0) else None
+    return _usable(value, layer)
+
+
+def _usable(scale: np.ndarray, layer: Layer) -> np.ndarray | None:
+    """``scale`` as (m,) when it holds one finite, non-zero value per output channel (the
+    bypass's change is divided by it), else None."""
+    flat = scale.reshape(-1)
+    ok = flat.size == layer.out_dim and np.all(np.isfinite(flat)) and np.all(flat != 0)
+    return flat if ok else None
 
 
 def _follower(output: str, users: dict, inits: dict) -> str:
