@@ -47,6 +47,11 @@ from .progress import progress_display
 @click.option("--max-clean-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Largest held-out loss of clean accuracy an edit may cost, estimated "
                    "without labels from the original model's own class probabilities.")
+@click.option("--fallback-clean-drop", type=click.FloatRange(0, 1), default=None,
+              help="Trigger-agnostic repair of a suspected class only: when no edit within "
+                   "--max-clean-drop removes the reconstructed triggers on held-out "
+                   "samples, one within this wider bound that does may be written "
+                   "(default 0.02; 0 for none).")
 @click.option("--max-asr", type=click.FloatRange(0, 1), default=0.02, show_default=True,
               help="Held-out attack success an edit must reach. With a known trigger, "
                    "when no edit within --max-clean-drop reaches it, nothing is written "
@@ -64,14 +69,18 @@ from .progress import progress_display
                    "copies stay within 512, fewer above; 0 for none. Images only.")
 @search_image_options
 def repair(model, clean, out, trigger, triggered, layers, target_class, no_repair_step,
-           output_name, report, runtime, eps, max_clean_drop, max_asr, max_target_erosion,
-           shifted_copies, images):
+           output_name, report, runtime, eps, max_clean_drop, fallback_clean_drop, max_asr,
+           max_target_erosion, shifted_copies, images):
     """Repair MODEL; write and verify the repaired model at OUT.
 
     With --trigger or --triggered the trigger is known. Without either, onnx-bdfix runs in
     trigger-agnostic mode: it reconstructs the strongest small triggers with ONNX Runtime
     (patches, blends and waves from a menu, refined patches, and blends, smooth warps and
     colour fields optimized per class), then repairs against them.
+
+    Without a trigger, a suspected class's edit may cost up to --fallback-clean-drop when
+    none within --max-clean-drop removes the reconstructions; a model the scan calls clean
+    is held to --max-clean-drop.
 
     Exit 0: repaired and written. Exit 1 (known trigger): no edit within --max-clean-drop
     and --max-target-erosion brings held-out attack success to --max-asr; no model is
@@ -81,6 +90,9 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
     """
     if trigger and triggered:
         raise click.UsageError("give at most one of --trigger T.npz or --triggered F.npz")
+    if (trigger or triggered) and fallback_clean_drop is not None:
+        raise click.UsageError("--fallback-clean-drop is for trigger-agnostic repair; with "
+                               "the trigger known, --max-clean-drop is the bound")
     inputs = [model, clean, trigger, triggered]
     distinct_outputs({"--out": out, "--report": report})
     if report:
@@ -92,7 +104,7 @@ def repair(model, clean, out, trigger, triggered, layers, target_class, no_repai
                           output=output_name, device=runtime.device,
                           batch_size=runtime.batch_size, max_clean_drop=max_clean_drop,
                           max_asr=max_asr, max_target_erosion=max_target_erosion,
-                          shifted_copies=shifted_copies)
+                          shifted_copies=shifted_copies, fallback_clean_drop=fallback_clean_drop)
     if eps is not None:
         config.eps = eps
     if not trigger and not triggered:

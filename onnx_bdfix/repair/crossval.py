@@ -251,10 +251,14 @@ def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateRes
     ``max_asr``, the first by :func:`ranking` (by default the lowest smooth score; ties to
     the earlier, fewer layers), written with the reading of its offset that keeps the
     target class's margin if one of them meets it too (:func:`margin_kept`). When none
-    meets it: with ``config.must_meet_asr`` (a known trigger) :class:`RepairShortfall`;
-    else the first by :func:`ranking` within the bound (hardening), or None when none is
-    within it."""
+    meets it but one within ``config.fallback_clean_drop`` does: the same choice within
+    that wider bound (:func:`fallback`). When none meets it: with ``config.must_meet_asr``
+    (a known trigger) :class:`RepairShortfall`; else the first by :func:`ranking` within the
+    bound (hardening), or None when none is within it."""
     ranked = meeting(results, config)
+    wider = fallback(config)
+    if not ranked and wider is not None and meeting(results, wider):
+        return choose(results, wider)
     if not ranked and config.must_meet_asr:
         raise RepairShortfall(shortfall(results, config))
     ranked = ranked or within(results, config)
@@ -262,6 +266,18 @@ def choose(results: list[CandidateResult], config: RepairConfig) -> CandidateRes
         return None
     best = min(ranked, key=ranking(config)[1])
     return target_kept(margin_kept(best, ranked) or best, ranked)
+
+
+def fallback(config: RepairConfig) -> RepairConfig | None:
+    """The settings with the wider clean-cost bound in place of ``max_clean_drop``, or None
+    when there is none wider. The trigger-agnostic mode sets it for a suspected class: the
+    reconstructions stand for a backdoor the scan found, and the issue this mode answers
+    accepts up to 2 points of clean accuracy to remove it (docs/agnostic.md, "Stop 33"),
+    where a known trigger's repair is held to its bound."""
+    wider, bound = config.fallback_clean_drop, config.max_clean_drop
+    if wider is None or bound is None or wider <= bound:
+        return None
+    return replace(config, max_clean_drop=wider, fallback_clean_drop=None)
 
 
 # choose_by -> (what the report calls the rule, the sort key of a candidate)

@@ -27,9 +27,12 @@ class RepairConfig:
     estimated: :attr:`CandidateResult.clean_cost`) is at most ``max_clean_drop``, and its
     held-out attack success at most ``max_asr``; when none is, ``must_meet_asr`` refuses with
     :class:`RepairShortfall`, else the lowest-scoring edit within the bound is written (or
-    none). The trigger-agnostic mode passes its own choices as data: a second target-key
-    weight to cross-validate (``target_weight_grid``), scoring each edit without the logit
-    anchor too (``score_without_anchor``), with a class suspected every strength at once
+    none). With ``fallback_clean_drop`` (the trigger-agnostic mode, a suspected class: not
+    with the trigger known), an edit that meets ``max_asr`` within that wider bound is
+    written when none within ``max_clean_drop`` does. The trigger-agnostic mode passes its
+    own choices as data: a second target-key weight to cross-validate
+    (``target_weight_grid``), scoring each edit without the logit anchor too
+    (``score_without_anchor``), with a class suspected every strength at once
     and the edit that leaves the reconstructions the least pull toward the target rather
     than the lowest smooth score (``choose_by="pull"``; a model its scan calls clean: the
     gentlest strength first, ``alpha=0.1``, and the score), no slack reading of the
@@ -71,6 +74,8 @@ class RepairConfig:
     batch_size: int = 64
     seed: int = 0
     max_clean_drop: float | None = 0.01  # largest held-out clean cost an edit may have
+    fallback_clean_drop: float | None = None  # a wider bound, used only when no edit within
+                                              # max_clean_drop meets max_asr (crossval.choose)
     bound_changed_answers: bool = False  # the bound holds changed answers, not expected loss
     max_target_erosion: float | None = 0.25  # share of the target class's median logit margin
                                              # an edit may take, held out (None: no limit)

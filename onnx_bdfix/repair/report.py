@@ -9,7 +9,7 @@ import numpy as np
 from .. import __version__
 from ..data import Dataset
 from ..metrics import parity, quality
-from .crossval import CandidateResult, ranking
+from .crossval import CandidateResult, bounded_cost, fallback, ranking
 from .evidence import layer_evidence
 from .fit import Fit
 from .plan import Plan, RepairConfig
@@ -122,6 +122,9 @@ def reason(chosen: CandidateResult | None, results: list[CandidateResult],
                   f"{chosen.first.strength[0]:g}), then, collected again through it, "
                   f"{', '.join(chosen.layers)}; ")
     bound = "no bound" if config.max_clean_drop is None else f"{config.max_clean_drop:.1%}"
+    if fallback(config) is not None and bounded_cost(chosen, config) > config.max_clean_drop + 1e-9:
+        bound = (f"the fallback bound, {config.fallback_clean_drop:.1%}: no edit within "
+                 f"{bound} reached the goal")
     return (f"{named}{ranking(config)[0]} of {len(results)} candidates (layers x strength) within "
             f"the bound on its {measure} ({bound}) and {goal} {config.max_asr:.1%} attack success: "
             f"alpha={chosen.alpha:g}, eps={chosen.eps:g}, {chosen.attack_success:.1%} attack "

@@ -93,6 +93,7 @@ def test_agnostic_repair_removes_the_backdoor(name, samples, tmp_path):
     assert report.config["max_target_erosion"] == 0.25     # the bound holds the class here too
     assert report.chosen_figures["target_erosion"] <= 0.25
     assert report.config["choose_by"] == "pull"            # the least pull, every strength
+    assert report.config["fallback_clean_drop"] == 0.02     # a suspected class: the wider bound
     assert {c["alpha"] for c in report.candidates} == {0.1, 0.3, 1.0}
 
 
@@ -105,6 +106,7 @@ def test_a_model_called_clean_is_hardened_within_the_bound_on_changed_answers(tm
                                     RepairConfig(device="cpu"))
     assert not found.suspicious and report.config["bound_changed_answers"]
     assert report.config["choose_by"] == "score" and report.config["alpha"] == 0.1
+    assert report.config["fallback_clean_drop"] is None     # called clean: no wider bound
     assert not report.chosen or report.chosen_figures["agreement"] >= 0.99 - 1e-9
     held_out = load_data(folder / "eval.npz", spec)
     accuracy = [evaluate(path, held_out, None, 0, device="cpu").quality.clean_accuracy

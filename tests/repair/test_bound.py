@@ -12,6 +12,7 @@ from onnx_bdfix.data import Dataset, Trigger
 from onnx_bdfix.errors import InternalError, RepairShortfall
 from onnx_bdfix.repair import RepairConfig, repair_model
 from onnx_bdfix.repair.crossval import CandidateResult, choose
+from onnx_bdfix.repair.report import reason
 from onnx_bdfix_cli.main import main
 
 D = 8
@@ -109,6 +110,30 @@ def test_hardening_mode_writes_the_best_within_the_bound_or_nothing():
     results = [candidate(0.00, 0.03, 0.01, "costly"), candidate(0.4, 0.005, 0.3, "weak")]
     assert choose(results, config).layers == ("weak",)
     assert choose(results[:1], config) is None
+
+
+def test_the_fallback_bound_is_used_only_when_nothing_within_the_bound_meets_the_goal():
+    """A suspected class (trigger-agnostic): an edit that meets the goal within the wider
+    bound is written when none within the bound does; never one past the wider bound, and
+    the first bound's own pick whenever one meets the goal there."""
+    config = RepairConfig(max_clean_drop=0.01, must_meet_asr=False, fallback_clean_drop=0.02)
+    weak, firm, past = (candidate(0.30, 0.005, 0.3, "weak"), candidate(0.0, 0.015, 0.2, "firm"),
+                        candidate(0.0, 0.03, 0.0, "past"))
+    assert choose([weak, firm, past], config).layers == ("firm",)
+    assert choose([weak, past], config).layers == ("weak",)      # hardening, within 1 %
+    within = candidate(0.01, 0.008, 0.25, "within")
+    assert choose([weak, firm, within], config).layers == ("within",)
+    narrower = RepairConfig(max_clean_drop=0.01, must_meet_asr=False, fallback_clean_drop=0.005)
+    assert choose([weak, firm], narrower).layers == ("weak",)
+    assert choose([weak, firm], RepairConfig(max_clean_drop=0.01,
+                                             must_meet_asr=False)).layers == ("weak",)
+
+
+def test_the_reason_names_the_fallback_bound_when_the_edit_needed_it():
+    config = RepairConfig(max_clean_drop=0.01, must_meet_asr=False, fallback_clean_drop=0.02)
+    firm, kept = candidate(0.0, 0.015, 0.2, "firm"), candidate(0.0, 0.004, 0.2, "kept")
+    assert "the fallback bound, 2.0%: no edit within 1.0%" in reason(firm, [firm], config)
+    assert "fallback" not in reason(kept, [kept], config)
 
 
 def test_hardening_a_model_called_clean_bounds_the_changed_answers_not_the_estimate():
@@ -213,3 +238,33 @@ def test_shortfall_without_a_bound_says_so():
     with pytest.raises(RepairShortfall, match="^no edit with no clean-cost bound brings"):
         choose(results, RepairConfig(max_clean_drop=None, max_asr=0.02,
                                      max_target_erosion=None))
+
+
+def test_a_fallback_bound_lets_a_hardening_repair_write_the_edit_that_meets_the_goal(
+        costly, tmp_path):
+    """Through the pipeline, as the trigger-agnostic mode runs it (no refusal): within 1 %
+    only a weaker edit is written; with a wider fallback bound, the edit that meets the goal,
+    at its held-out cost, and the report says which bound it needed."""
+    folder, x, _, trigger = costly
+    clean = Dataset(x[:100], None, "0" * 64, "clean")
+    settings = dict(device="cpu", must_meet_asr=False)
+    held = repair_model(folder / "model.onnx", clean, trigger, tmp_path / "held.onnx",
+                        RepairConfig(**settings)).chosen_figures
+    wider = repair_model(folder / "model.onnx", clean, trigger, tmp_path / "wide.onnx",
+                         RepairConfig(fallback_clean_drop=0.05, **settings))
+    assert held["attack_success"] > 0.02 and held["clean_cost"] <= 0.01
+    assert wider.chosen_figures["attack_success"] <= 0.02
+    assert 0.01 < wider.chosen_figures["clean_cost"] <= 0.05
+    assert "the fallback bound, 5.0%" in wider.choice_reason
+
+
+def test_cli_refuses_a_fallback_bound_with_a_known_trigger(costly, tmp_path):
+    folder = costly[0]
+    result = CliRunner().invoke(main, ["repair", str(folder / "model.onnx"), "--clean",
+                                       str(folder / "clean.npz"), "--trigger",
+                                       str(folder / "trigger.npz"), "-o",
+                                       str(tmp_path / "out.onnx"),
+                                       "--fallback-clean-drop", "0.05", "--device", "cpu"])
+    assert result.exit_code == 2 and "--fallback-clean-drop is for trigger-agnostic" in \
+        result.stderr
+    assert not list(tmp_path.iterdir())
