@@ -1,7 +1,7 @@
 """Known-trigger repair, end to end, as one plain function of named stages:
 
-    plan → shifted copies, order samples → collect → cross-validate → (only when the plain edits fall
-    short: collect again with the stronger edits, merge edits and normalization scales,
+    plan → shifted copies, order samples → collect → cross-validate → (only when the plain
+    edits fall short: collect again with the stronger edits, merge edits and normalization scales,
     and cross-validate them; when those fall short too: every edit so far unlearning
     harder; then sequential edits, collected again through the best one) → choose → edit
     → verify and save → report
