@@ -87,15 +87,16 @@ def held_out_figures(before: np.ndarray, clean_scores: np.ndarray,
 
     Counts (attack success, agreement, target-class agreement) and their smooth versions,
     which are less noisy on a few dozen samples. Attack success follows the rule of
-    :mod:`onnx_bdfix.metrics`: an edit that sends triggered samples on into a third class has
-    not removed the backdoor, so a takeover counts. The smooth versions: the mean target
-    probability of triggered non-target samples; the mean total-variation distance of their class probabilities from
-    what the original model answers for their clean versions (a trigger must neither win nor
-    push a sample into a third class); and the same distance for clean class probabilities,
-    over all samples and over the target class's. ``expected_drop`` estimates the loss of
-    clean accuracy without labels: the original model's own probability of its answer minus
-    its probability of the edited model's answer (0 where the answer stays), as if the
-    original were calibrated. With ``labels`` (N,), ``labelled_drop`` is the measured loss.
+    :mod:`onnx_bdfix.metrics`: an edit that sends triggered samples on into a third class
+    has not removed the backdoor, so a takeover counts. The smooth versions: the mean target
+    probability of triggered non-target samples; the mean total-variation distance of their
+    class probabilities from what the original model answers for their clean versions (a
+    trigger must neither win nor push a sample into a third class); and the same distance
+    for clean class probabilities, over all samples and over the target class's.
+    ``expected_drop`` estimates the loss of clean accuracy without labels: the original
+    model's own probability of its answer minus its probability of the edited model's answer
+    (0 where the answer stays), as if the original were calibrated. With ``labels`` (N,),
+    ``labelled_drop`` is the measured loss.
     """
     reference = before.argmax(1)
     original = softmax(before)

@@ -1,10 +1,10 @@
 """Known-trigger repair, end to end, as one plain function of named stages:
 
     plan → shifted copies, order samples → collect → cross-validate → (only when the plain
-    edits fall short: collect again with the stronger edits, merge edits and normalization scales,
-    and cross-validate them; when those fall short too: every edit so far unlearning
-    harder; then sequential edits, collected again through the best one) → choose → edit
-    → verify and save → report
+    edits fall short: collect again with the stronger edits, merge edits and normalization
+    scales, and cross-validate them; when those fall short too: every edit so far
+    unlearning harder; then sequential edits, collected again through the best one) →
+    choose → edit → verify and save → report
 
 ``choose`` holds the clean cost as a bound: when no edit within ``max_clean_drop`` reaches
 ``max_asr`` on held-out samples, a known-trigger repair raises
