@@ -1,6 +1,7 @@
 """The model as the tool sees it: read as hostile input, indexed once, exposed, run, saved.
 
-``load`` reads and checks a file; ``index`` answers graph look-ups; ``signature`` finds the
+``load`` reads and checks a file (``constants``: weights held in Constant or Identity
+nodes become initializers); ``index`` answers graph look-ups; ``signature`` finds the
 data input and the class scores; ``expose`` adds intermediate tensors as outputs; ``runtime``
 runs ONNX Runtime sessions; ``large`` handles models over 2 GiB; ``save`` writes a model.
 """

@@ -3,7 +3,8 @@
 Refused with one line (:class:`~onnx_bdfix.errors.ModelError`): what is not a readable,
 valid ONNX file; opsets and IR versions this onnx cannot read; operator domains ONNX Runtime
 cannot run; weights that would not fit in memory; external data outside the model's folder,
-through a symbolic link, or missing; names that are not UTF-8.
+through a symbolic link, or missing; names that are not UTF-8. Weights held in Constant
+nodes or behind Identity nodes are then read as initializers (:mod:`.constants`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from onnx import external_data_helper as ext
 
 from ..errors import ModelError
 from ..host import available_memory, file_sha256, shorten
+from .constants import lift_constant_weights
 from .index import GraphIndex
 from .large import is_large
 
@@ -74,6 +76,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     if external:
         _load_external_data(proto, path)
     _check_valid(proto, path)
+    lift_constant_weights(proto)
     return LoadedModel(proto, path, file_sha256(path), external)
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import pytest
-from conftest import BACKDOORED, FIXTURES, card
+from conftest import BACKDOORED, FIXTURES, card, run
 from onnx import numpy_helper
 
 from onnx_bdfix.data import load_data, load_trigger
@@ -140,3 +140,45 @@ def test_named_layers_in_sequence(tmp_path):
                                       max_clean_drop=0.02)
     assert report.chosen == ["/head/head.1/Gemm", "/head/head.3/Gemm"]
     assert after.attack_success_rate <= 0.05
+
+
+def weights_as_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with every weight of two or more values in a Constant node, each read
+    through an Identity node, as some exporters write them."""
+    result = onnx.ModelProto()
+    result.CopyFrom(proto)
+    graph, nodes = result.graph, []
+    moved = [tensor for tensor in graph.initializer if len(tensor.dims) > 0]
+    for tensor in moved:
+        nodes += [onnx.helper.make_node("Constant", [], [tensor.name + "_c"], value=tensor),
+                  onnx.helper.make_node("Identity", [tensor.name + "_c"], [tensor.name])]
+    kept = [tensor for tensor in graph.initializer if len(tensor.dims) == 0]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    for node in reversed(nodes):
+        graph.node.insert(0, node)
+    onnx.checker.check_model(result)
+    return result
+
+
+def test_weights_in_constant_nodes_are_repaired_as_initializers(tmp_path):
+    """The same repair, to the last bit of every score, whether the exporter wrote the weights
+    as initializers or as Constant nodes behind Identity nodes."""
+    folder = FIXTURES / "cnn_badnets"
+    original = load_model(folder / "model.onnx")
+    (tmp_path / "nodes").mkdir()
+    onnx.save_model(weights_as_nodes(original.proto), tmp_path / "nodes" / "model.onnx")
+    spec = model_input(original.proto)
+    clean = load_data(folder / "clean.npz", spec).head(N_CLEAN)
+    trigger = load_trigger(folder / "trigger.npz", tuple(spec.sample_shape))
+    reports = [repair_model(model, clean, trigger, tmp_path / f"{tag}.onnx",
+                            RepairConfig(device="cpu"))
+               for tag, model in (("a", folder / "model.onnx"),
+                                  ("b", tmp_path / "nodes" / "model.onnx"))]
+    assert reports[0].chosen == reports[1].chosen
+    held_out = load_data(folder / "eval.npz", spec).head(300)
+    outputs = [run(onnx.load(tmp_path / f"{tag}.onnx"), held_out.x)[0] for tag in "ab"]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    repaired = onnx.load(tmp_path / "b.onnx")
+    assert not any(node.op_type in ("Constant", "Identity") for node in repaired.graph.node)
+
