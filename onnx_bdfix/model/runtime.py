@@ -17,6 +17,8 @@ import onnx
 import onnxruntime as ort
 
 from ..errors import DataError, DeviceError, ModelError
+from .batch import freed
+from .index import GraphIndex
 from .large import is_large, write_for_runtime
 from .signature import INPUT_TYPES
 
@@ -26,6 +28,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 Progress = Callable[[str, int, int], None]     # (stage, done, total)
+CHECK_ROWS = 3   # random rows run together and each alone before a freed batch is used
 
 
 @dataclass
@@ -89,10 +92,10 @@ RUNTIME_TYPES = {onnx.TensorProto.DataType.Name(code).lower(): dtype
                  for code, dtype in INPUT_TYPES.items()}
 
 
-def input_dtype(session: ort.InferenceSession) -> np.dtype:
-    """The numpy type of the session's first input; float32 for a type
-    :data:`RUNTIME_TYPES` does not hold (a graph tail's float inputs)."""
-    name = session.get_inputs()[0].type.removeprefix("tensor(").removesuffix(")")
+def input_dtype(session: ort.InferenceSession, position: int = 0) -> np.dtype:
+    """The numpy type of the session's first input (or the one at ``position``); float32 for
+    a type :data:`RUNTIME_TYPES` does not hold (a graph tail's float inputs)."""
+    name = session.get_inputs()[position].type.removeprefix("tensor(").removesuffix(")")
     return np.dtype(RUNTIME_TYPES.get(name, np.float32))
 
 
@@ -132,34 +135,99 @@ def providers_for(device: str) -> list[str]:
 def open_runner(model: onnx.ModelProto | bytes, device: str = "auto",
                 optimization: str = "all") -> Runner:
     """A session on ``device``. ONNX Runtime never fuses a node away whose output is a graph
-    output, so exposed tensors are computed as the deployed graph computes them, at 'all'."""
+    output, so exposed tensors are computed as the deployed graph computes them, at 'all'.
+    A model exported with a fixed batch runs through a copy with a free batch where that copy
+    answers as the model does (:func:`_free_session`), else in pieces of its batch."""
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(model)
+    workdir, source = None, model
+    if is_large(proto):     # over 2 GiB: ONNX Runtime reads it from a file, weights beside it
+        workdir = tempfile.TemporaryDirectory(prefix="bdfix-ort-")
+        source = str(write_for_runtime(proto, Path(workdir.name)))
+    declared = declared_batch(proto)
+    free = _free_session(proto, declared, device, optimization) \
+        if declared is not None and workdir is None else None
+    session = free or _session(source, device, optimization)
+    batch = None if free is not None else fixed_batch(session)
+    if batch is not None:
+        log.debug("the model takes exactly %d sample(s) per run; running that many at a time",
+                  batch)
+    return Runner(session, session.get_providers()[0], session.get_inputs()[0].name,
+                  input_dtype(session), workdir, batch)
+
+
+def declared_batch(proto: onnx.ModelProto) -> int | None:
+    """The batch the first input's declared shape fixes, if any."""
+    inputs = GraphIndex(proto).inputs
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") \
+        and dims[0].dim_value > 0 else None
+
+
+def _session(source, device: str, optimization: str, quiet: bool = False
+             ) -> ort.InferenceSession:
+    """A session on ``device`` over a proto, its bytes or a file's path; ``quiet``: ONNX
+    Runtime logs nothing below a fatal error (its failures are still raised)."""
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4 if quiet else 3
     options.graph_optimization_level = {
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
-    workdir = None
-    if isinstance(model, bytes) or not is_large(model):
-        source = model if isinstance(model, bytes) else model.SerializeToString()
-    else:                    # over 2 GiB: ONNX Runtime reads it from a file and its weights
-        workdir = tempfile.TemporaryDirectory(prefix="bdfix-ort-")
-        source = str(write_for_runtime(model, Path(workdir.name)))
+    if isinstance(source, onnx.ModelProto):
+        source = source.SerializeToString()
     try:
         session = ort.InferenceSession(source, options, providers=providers_for(device))
     except DeviceError:
         raise
     except Exception as exc:  # onnxruntime raises several unrelated types when loading
         raise ModelError(f"ONNX Runtime cannot load the model: {_short(exc)}") from exc
-    provider = session.get_providers()[0]
-    if device == "cuda" and provider != CUDA:
+    if device == "cuda" and session.get_providers()[0] != CUDA:
         raise DeviceError("--device cuda: the CUDA provider did not load (check the CUDA and "
                           "cuDNN libraries); use --device cpu")
-    batch = fixed_batch(session)
-    if batch is not None:
-        log.debug("the model takes exactly %d sample(s) per run; running that many at a time",
-                  batch)
-    return Runner(session, provider, session.get_inputs()[0].name, input_dtype(session),
-                  workdir, batch)
+    return session
+
+
+def _free_session(proto: onnx.ModelProto, batch: int, device: str,
+                  optimization: str) -> ort.InferenceSession | None:
+    """A session on ``proto``'s copy with a free batch (:func:`.batch.freed`), when that copy
+    answers rows run together as it answers each run alone; else None."""
+    copy = freed(proto, batch)
+    if copy is None:
+        return None
+    try:
+        session = _session(copy, device, optimization, quiet=True)   # the check may fail
+    except ModelError:
+        return None
+    if not answers_alike(session):
+        return None
+    log.debug("exported for a batch of %d; running a copy with a free batch", batch)
+    return session
+
+
+def answers_alike(session: ort.InferenceSession, seed: int = 0) -> bool:
+    """Whether ``session`` answers :data:`CHECK_ROWS` random rows run together as it answers
+    each row run alone, on every output; False where an input's shape is not known beyond
+    its batch, or a run fails."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for position, value in enumerate(session.get_inputs()):
+        rest = value.shape[1:]
+        if not all(isinstance(size, int) and size > 0 for size in rest):
+            return False
+        rows = rng.random((CHECK_ROWS, *rest)) * 2
+        feed[value.name] = as_input(rows, input_dtype(session, position))
+    try:
+        together = session.run(None, feed)
+        alone = [session.run(None, {name: rows[i:i + 1] for name, rows in feed.items()})
+                 for i in range(CHECK_ROWS)]
+    except Exception:  # noqa: BLE001 - any failure means: keep the exported batch
+        return False
+    for position, joint in enumerate(together):
+        single = np.concatenate([outputs[position] for outputs in alone])
+        scale = max(1.0, float(np.nanmax(np.abs(single), initial=0.0)))
+        if joint.shape[:1] != (CHECK_ROWS,) or single.shape != joint.shape or not np.allclose(
+                joint, single, rtol=1e-4, atol=1e-5 * scale, equal_nan=True):
+            return False
+    return True
 
 
 def batch_slices(n: int, batch_size: int) -> Iterator[slice]:

@@ -18,6 +18,9 @@ from ..model.index import index_of
 from .affine import AFFINE_OPS, Affine, affine_of
 
 EDITABLE_OPS = ("Conv", "Gemm", "MatMul") + AFFINE_OPS
+# A merge edit divides its bypass's change by the branch's per-channel scale: none is made
+# where a channel's scale is under this share of the largest (the zoo's: 0.31 and over)
+SMALLEST_SCALE = 1e-3
 
 
 @dataclass
@@ -158,7 +161,7 @@ def _merge_skip(layer: Layer, users: dict, inits: dict) -> tuple:
     answer for the whole merge. The layer's follower may scale each channel (a
     BatchNormalization, a Mul/Add pair); then, on the way, at most one per-channel constant Mul
     (a layer scale) and one Transpose, in either order (a ConvNeXt block scales then
-    transposes; torchvision's transposes then scales); no scale with a zero in it.
+    transposes; torchvision's transposes then scales); no scale with a channel near zero.
     ("", None, ()) otherwise."""
     none = ("", None, ())
     if layer.groups != 1 or layer.attrs.get("transA", 0):
@@ -233,11 +236,14 @@ def _channel_scale(layer: Layer, node: onnx.NodeProto, inits: dict, perm: tuple
 
 
 def _usable(scale: np.ndarray, layer: Layer) -> np.ndarray | None:
-    """``scale`` as (m,) when it holds one finite, non-zero value per output channel (the
-    bypass's change is divided by it), else None."""
+    """``scale`` as (m,) when it holds one finite value per output channel, none of them under
+    :data:`SMALLEST_SCALE` of the largest (the bypass's change is divided by it: a channel
+    scaled almost to nothing would have to change without bound), else None."""
     flat = scale.reshape(-1)
-    ok = flat.size == layer.out_dim and np.all(np.isfinite(flat)) and np.all(flat != 0)
-    return flat if ok else None
+    if flat.size != layer.out_dim or not np.all(np.isfinite(flat)):
+        return None
+    size = np.abs(flat)
+    return flat if size.min() > SMALLEST_SCALE * size.max() else None
 
 
 def _follower(output: str, users: dict, inits: dict) -> str:

@@ -128,6 +128,19 @@ def test_a_scale_along_another_axis_leaves_a_plain_branch():
     assert branch.merge_skip == "" and branch.merge_scale is None
 
 
+@pytest.mark.parametrize("smallest", [0.0, 1e-7])
+def test_a_layer_scale_near_zero_leaves_a_plain_branch(smallest):
+    """A channel its layer scale all but switches off: the bypass's change divided by that
+    scale would be without bound, so no merge edit is made, and the plain branch stays."""
+    model = convnext_block(np.random.default_rng(0), scale_first=True)
+    for tensor in model.graph.initializer:
+        if tensor.name == "gamma":
+            tensor.CopyFrom(onnx.numpy_helper.from_array(
+                np.asarray([0.5, -2.0, smallest], np.float32), "gamma"))
+    branch = next(layer for layer in find_layers(model) if layer.name == "pw")
+    assert branch.merge_skip == "" and branch.merge_scale is None
+
+
 def conv_block(rng, follower, channels=3, size=4):
     """x -> 1×1 Conv -> a BatchNormalization (not folded) or a constant Mul (a layer scale)
     -> + x -> Flatten: a ResNet branch as an exporter that keeps the normalization writes it,

@@ -173,6 +173,20 @@ def fixed_batch_one(weights):
                  [tensor_info("logits", [1, 10])], inputs=[tensor_info("x_in", [1, 64])])
 
 
+def fixed_batch_tied(weights):
+    """:func:`fixed_batch_one` whose shape constant a second Reshape reads too: no copy with a
+    free batch is made, and the model runs one sample at a time."""
+    model = fixed_batch_one(weights)
+    model.graph.node.insert(1, helper.make_node("Reshape", ["x", "one_row"], ["x_again"],
+                                                name="again"))
+    for node in model.graph.node[2:]:
+        for position, name in enumerate(node.input):
+            if name == "x":
+                node.input[position] = "x_again"
+    onnx.checker.check_model(model)
+    return model
+
+
 def pixel_input(weights):
     """The digits' pixel counts (0..16) taken as uint8 and scaled inside the graph, as an
     image model exported with its preprocessing takes bytes."""
@@ -230,9 +244,9 @@ def dtypes(path) -> dict:
 
 
 @pytest.mark.parametrize("build", [fp16, gemm_trans_a, inits_as_inputs, several_outputs,
-                                   transposed_weights, fixed_batch_one],
+                                   transposed_weights, fixed_batch_one, fixed_batch_tied],
                          ids=["fp16", "gemm-transA", "inits-as-inputs", "several-outputs",
-                              "transposed-weights", "fixed-batch-one"])
+                              "transposed-weights", "fixed-batch-one", "fixed-batch-tied"])
 def test_exported_variants_are_repaired(build, backdoor, tmp_path):
     report, figures, original, repaired = repair_and_measure(build(backdoor[0]), backdoor,
                                                              tmp_path)
