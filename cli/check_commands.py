@@ -66,8 +66,9 @@ def evaluate(model, evaluation, target_class, output_name, as_json, runtime, ima
 @click.option("--probe", type=click.IntRange(8), default=64, show_default=True,
               help="Clean samples the reconstructed triggers are tried on.")
 @click.option("--budget", type=click.IntRange(0), default=200_000, show_default=True,
-              help="Image evaluations the trigger search may make; the optimized blends and "
-                   "warps get what the fixed menu and the patch refinement leave of it.")
+              help="Image evaluations the trigger search may make: at least the fixed menu's "
+                   "(a smaller budget is refused with that figure); the patch refinement "
+                   "and the optimized blends and warps get what it leaves.")
 @output_option
 @runtime_options()
 @search_image_options

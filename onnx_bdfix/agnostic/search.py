@@ -13,12 +13,14 @@ so the known-trigger repair can use it as it is.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..data import Trigger
 from ..data.layout import Geometry, geometry
+from ..errors import InputError
 from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
 from .families import COLOUR_PROBE, colour_patch_triggers, global_triggers, patch_triggers
@@ -29,6 +31,8 @@ REFINE_STEPS = 40
 REFINE_CLASSES = 3    # classes refined by flip rate, and again by pull (a union)
 RUNNERS_UP = 8
 BUDGET = 200_000      # image evaluations of a whole search, by default
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,13 +108,22 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
     n_classes = int(scores(runner, probe[:1], output, 1).shape[1])
     geo = geometry(probe.shape[1:])
     span = span or domain(geo, probe)
-    spent = Spent()
+    spent, fixed = Spent(), menu_cost(geo, span, len(probe), seed)
+    if budget < fixed:
+        raise InputError(f"a budget of {budget:,} image evaluations is below this model's "
+                         f"fixed search cost, {fixed:,} (the menu of patches, blends and "
+                         f"waves on {len(probe)} probe samples); give --budget {fixed:,} or "
+                         "more, or a smaller --probe")
     best, pulled, noisy = _menu(runner, output, probe, base, n_classes, geo, span, seed, spent)
+    refine_cost = (REFINE_STEPS * geo.channels + 2) * len(probe)
     for cls in promising(best, pulled):
+        if spent.total + refine_cost > budget:
+            log.info("no budget left to refine a patch for class %d", cls)
+            continue
         start = _refine_start(best[cls], pulled.get(cls), runner, output, probe, base,
                               n_classes)
         if start.params["family"] == "patch":
-            spent.refine += (REFINE_STEPS * geo.channels + 2) * len(probe)
+            spent.refine += refine_cost
             _keep_best_found(best, refine(runner, output, probe, base, start, geo, span,
                                           n_classes, np.random.default_rng(seed)))
     settled = max(f.flip_rate for f in best.values()) >= enough
@@ -130,6 +143,15 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
         _keep_best_found(best, Found(cls, float(rate), {"family": family, "optimized": True},
                                      trigger))
     return [best[cls] for cls in sorted(best)], spent
+
+
+def menu_cost(geo: Geometry, span: Domain, probe_size: int, seed: int = 0) -> int:
+    """Image evaluations the menu makes on a probe of ``probe_size``: every search's fixed
+    cost, which ``budget`` must cover (:func:`_menu` scores the same triggers)."""
+    scored = sum(1 for source in (patch_triggers(geo, span), global_triggers(geo, span))
+                 for _ in source)
+    coloured = sum(1 for _ in colour_patch_triggers(geo, span, seed))
+    return scored * probe_size + coloured * min(COLOUR_PROBE, probe_size)
 
 
 def _menu(runner, output, probe, base, n_classes, geo, span, seed, spent: Spent

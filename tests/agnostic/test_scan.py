@@ -11,8 +11,10 @@ from onnx_bdfix.agnostic import agnostic_repair, scan_model
 from onnx_bdfix.agnostic.families import (COLOURINGS, colour_patch_triggers, patch_side,
                                           positions)
 from onnx_bdfix.agnostic.geometry import Domain
+from onnx_bdfix.agnostic.search import menu_cost
 from onnx_bdfix.data.layout import geometry
 from onnx_bdfix.data import load_data, load_trigger
+from onnx_bdfix.errors import InputError
 from onnx_bdfix.evaluation import evaluate
 from onnx_bdfix.model import load_model, model_input
 from onnx_bdfix.repair import RepairConfig
@@ -53,23 +55,51 @@ def test_scan_exit_codes():
     assert "verdict: CLEAN" in ok.stdout
 
 
+def menu_only(folder, probe):
+    """The budget of a scan of ``folder``'s model that makes its fixed menu and nothing more
+    (the menu's size does not depend on the value range)."""
+    spec = model_input(load_model(folder / "model.onnx").proto)
+    return menu_cost(geometry(tuple(spec.sample_shape)), Domain(np.zeros(1), np.ones(1)),
+                     probe)
+
+
 def test_scan_keeps_every_trigger_inside_a_stated_input_range():
     folder = FIXTURES / "cnn_clean"
+    budget = menu_only(folder, 16)
     done = CliRunner().invoke(main, ["scan", str(folder / "model.onnx"), "--clean",
                                      str(folder / "clean.npz"), "--probe", "16", "--budget",
-                                     "0", "--json", "--input-range", "0.1,0.6"])
+                                     str(budget), "--json", "--input-range", "0.1,0.6"])
     assert done.exit_code in (0, 1), done.stderr
     assert json.loads(done.stdout)["input_range"] == {"low": [pytest.approx(0.1)],
                                                       "high": [pytest.approx(0.6)]}
     model = load_model(folder / "model.onnx")
     clean = load_data(folder / "clean.npz", model).head(16)
     clean.value_range = (0.1, 0.6)
-    for found in scan_model(model, clean, device="cpu", evidence=False, budget=0).found:
+    for found in scan_model(model, clean, device="cpu", evidence=False, budget=budget).found:
         for trigger in [found.trigger] + [t for _, t in found.others]:
-            assert trigger.kind in ("blend", "delta")      # no budget: no optimized warp
+            assert trigger.kind in ("blend", "delta")      # the menu only: no warp
             values = trigger.arrays["pattern"] if trigger.kind == "blend" else np.r_[
                 trigger.arrays["clip_min"].ravel(), trigger.arrays["clip_max"].ravel()]
             assert values.min() >= 0.1 - 1e-6 and values.max() <= 0.6 + 1e-6, trigger.source
+
+
+def test_the_budget_caps_every_evaluation():
+    """Below the menu's fixed cost a scan is refused (exit 3, the least budget named); above
+    it, the patch refinement and the optimization fit in what is left, never past it."""
+    folder = FIXTURES / "cnn_badnets"
+    fixed = menu_only(folder, 16)
+    model = load_model(folder / "model.onnx")
+    clean = load_data(folder / "clean.npz", model).head(16)
+    with pytest.raises(InputError, match=f"give --budget {fixed:,} or more"):
+        scan_model(model, clean, device="cpu", evidence=False, budget=fixed - 1)
+    refused = CliRunner().invoke(main, ["scan", str(folder / "model.onnx"), "--clean",
+                                        str(folder / "clean.npz"), "--probe", "16",
+                                        "--budget", str(fixed - 1)])
+    assert refused.exit_code == 3 and f"{fixed:,}" in refused.stderr
+    for budget in (fixed, fixed + 5_000, fixed + 30_000):
+        spent = scan_model(model, clean, device="cpu", evidence=False, budget=budget).evaluations
+        assert fixed == spent.menu and spent.total <= budget
+    assert spent.refine > 0             # the last had room to refine patches
 
 
 @pytest.mark.parametrize("name, samples", [("sklearn_mlp_badnets", 300),
