@@ -3,7 +3,7 @@
 torch's exporters without dynamic axes fix the batch to the example's, often 1: in the input
 and output shapes, and in the constant shape of every Reshape that flattens. Run as it is,
 such a model takes one sample per run, and a scan's 200,000 evaluations become 200,000 runs.
-:func:`freed` writes a copy whose batch is free: the input's and outputs' first dimension
+:func:`freed` serializes the model with its batch free: the input's and outputs' first dimension
 named instead of fixed, and a flattening Reshape's leading batch written as -1 (or 0, "as
 the input's"). :func:`~.runtime.answers_alike` then checks the copy on random rows, all at once
 against one at a time: a copy that fails, or that any other constant ties to the exported batch
@@ -16,37 +16,58 @@ import onnx
 from onnx import numpy_helper
 
 from .index import GraphIndex
-from .large import copy_proto
 
 FREE_DIM = "batch"
 
 
-def freed(proto: onnx.ModelProto, batch: int) -> onnx.ModelProto | None:
-    """A copy of ``proto`` that takes any batch where the export fixed ``batch``; None when a
-    Reshape's constant shape cannot be freed."""
-    copy = copy_proto(proto)
-    graph = copy.graph
-    index = GraphIndex(copy)
-    for value in (*index.inputs, *graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
-            dims[0].dim_param = FREE_DIM          # a oneof: the fixed value goes
-    del graph.value_info[:]                       # inferred for the fixed batch
-    for node in graph.node:
-        if node.op_type == "Reshape" and not _free_reshape(node, index, batch):
-            return None
-    return copy
+def freed(proto: onnx.ModelProto, batch: int) -> bytes | None:
+    """``proto`` serialized so that it takes any batch where the export fixed ``batch``; None
+    when a Reshape's constant shape cannot be freed. The changes are made on ``proto`` only
+    while it is serialized, then undone: its weights are never copied for this."""
+    graph, index = proto.graph, GraphIndex(proto)
+    shapes = [_freed_shape(node, index, batch) for node in graph.node
+              if node.op_type == "Reshape"]
+    if any(shape is False for shape in shapes):
+        return None
+    shapes = [shape for shape in shapes if shape is not None]        # [(tensor, new shape)]
+    dims = [value.type.tensor_type.shape.dim[0] for value in (*index.inputs, *graph.output)
+            if _fixed_first(value, batch)]
+    kept_info = [onnx.ValueInfoProto.FromString(info.SerializeToString())
+                 for info in graph.value_info]                       # inferred at that batch
+    originals = [onnx.TensorProto.FromString(tensor.SerializeToString())
+                 for tensor, _ in shapes]                            # small: shapes only
+    try:
+        for dim in dims:
+            dim.dim_param = FREE_DIM                                 # a oneof: the value goes
+        for tensor, shape in shapes:
+            tensor.CopyFrom(numpy_helper.from_array(shape, tensor.name))
+        del graph.value_info[:]
+        return proto.SerializeToString()
+    finally:
+        for dim in dims:
+            dim.dim_value = batch
+        for (tensor, _), original in zip(shapes, originals):
+            tensor.CopyFrom(original)
+        del graph.value_info[:]
+        graph.value_info.extend(kept_info)
 
 
-def _free_reshape(node: onnx.NodeProto, index: GraphIndex, batch: int) -> bool:
-    """Write -1 (or 0) for a leading ``batch`` in the Reshape's constant shape, when no other
-    node reads that constant; False when the shape cannot say "the input's batch"."""
+def _fixed_first(value: onnx.ValueInfoProto, batch: int) -> bool:
+    dims = value.type.tensor_type.shape.dim
+    return bool(dims) and dims[0].HasField("dim_value") and dims[0].dim_value == batch
+
+
+def _freed_shape(node: onnx.NodeProto, index: GraphIndex, batch: int):
+    """(the Reshape's constant shape tensor, the shape with -1 (or 0) for its leading
+    ``batch``); None when there is nothing to change (a computed or shared shape, or one
+    that does not start with the batch); False when the shape cannot say "the input's
+    batch" (``allowzero`` with a -1 already in it)."""
     tensor = _constant(node.input[1], index)
     if tensor is None or len(index.consumers.get(node.input[1], [])) != 1:
-        return True                               # computed, or shared: left as it is
+        return None
     shape = numpy_helper.to_array(tensor).copy()
     if shape.ndim != 1 or not len(shape) or shape[0] != batch:
-        return True
+        return None
     allow_zero = any(a.name == "allowzero" and a.i for a in node.attribute)
     if -1 not in shape:
         shape[0] = -1
@@ -54,8 +75,7 @@ def _free_reshape(node: onnx.NodeProto, index: GraphIndex, batch: int) -> bool:
         shape[0] = 0
     else:
         return False
-    tensor.CopyFrom(numpy_helper.from_array(shape, tensor.name))
-    return True
+    return tensor, shape
 
 
 def _constant(name: str, index: GraphIndex) -> onnx.TensorProto | None:

@@ -188,13 +188,13 @@ def _session(source, device: str, optimization: str, quiet: bool = False
 
 def _free_session(proto: onnx.ModelProto, batch: int, device: str,
                   optimization: str) -> ort.InferenceSession | None:
-    """A session on ``proto``'s copy with a free batch (:func:`.batch.freed`), when that copy
-    answers rows run together as it answers each run alone; else None."""
-    copy = freed(proto, batch)
-    if copy is None:
+    """A session on ``proto`` with a free batch (:func:`.batch.freed`), when it answers rows
+    run together as it answers each run alone; else None."""
+    serialized = freed(proto, batch)
+    if serialized is None:
         return None
     try:
-        session = _session(copy, device, optimization, quiet=True)   # the check may fail
+        session = _session(serialized, device, optimization, quiet=True)  # the check may fail
     except ModelError:
         return None
     if not answers_alike(session):

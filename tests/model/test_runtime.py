@@ -2,6 +2,7 @@
 of that batch where the copy does not answer alike; integer
 inputs get rounded, clipped samples; an input onnx-bdfix cannot feed is a clear error."""
 import numpy as np
+import onnx
 import pytest
 from conftest import init, make_model, tensor_info
 from onnx import TensorProto, helper, numpy_helper
@@ -58,11 +59,14 @@ def test_a_fixed_batch_a_reshape_flattens_runs_batched_on_a_freed_copy(batch):
 
 def test_freed_writes_the_batch_as_the_inputs():
     model, _ = fixed_batch_model(1)
-    copy = freed(model, 1)
+    before = model.SerializeToString()
+    copy = onnx.load_from_string(freed(model, 1))
     assert numpy_helper.to_array(copy.graph.initializer[0]).tolist() == [-1, 3]
     assert copy.graph.input[0].type.tensor_type.shape.dim[0].dim_param == FREE_DIM
+    assert model.SerializeToString() == before          # undone once serialized
     model.graph.initializer[0].CopyFrom(init("shape", np.array([1, -1], np.int64)))
-    assert numpy_helper.to_array(freed(model, 1).graph.initializer[0]).tolist() == [0, -1]
+    copy = onnx.load_from_string(freed(model, 1))
+    assert numpy_helper.to_array(copy.graph.initializer[0]).tolist() == [0, -1]
     model.graph.node[0].attribute.append(helper.make_attribute("allowzero", 1))
     assert freed(model, 1) is None      # "0" would mean zero rows: nothing says "as the input"
 
