@@ -248,6 +248,87 @@ class EfficientNetish(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
 
+class BasicBlock(nn.Module):
+    """torchvision's ResNet block: conv-BN-ReLU, conv-BN, added to the bypass, then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        skip = self.downsample(x) if self.downsample is not None else x
+        return F.relu(out + skip)
+
+
+class ResNet18(nn.Module):
+    """torchvision's ResNet-18 (post-activation) for 32x32 input: a 3x3 stem, no max-pool,
+    [2, 2, 2, 2] blocks, widths / 4."""
+
+    def __init__(self, channels: int = 3, classes: int = 10, base: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(channels, base, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(base), nn.ReLU())
+        blocks, cin = [], base
+        for index, width in enumerate([base, 2 * base, 4 * base, 8 * base]):
+            for repeat in range(2):
+                blocks.append(BasicBlock(cin, width, 2 if index and not repeat else 1))
+                cin = width
+        self.layers = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        out = F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1)
+        return self.fc(torch.flatten(out, 1))
+
+
+class DenseLayer(nn.Module):
+    """DenseNet-BC's layer: BN-ReLU-1x1 conv, BN-ReLU-3x3 conv, concatenated to its input."""
+
+    def __init__(self, cin: int, growth: int):
+        super().__init__()
+        self.bottleneck = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(),
+                                        nn.Conv2d(cin, 4 * growth, 1, bias=False))
+        self.conv = nn.Sequential(nn.BatchNorm2d(4 * growth), nn.ReLU(),
+                                  nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False))
+
+    def forward(self, x):
+        return torch.cat([x, self.conv(self.bottleneck(x))], 1)
+
+
+class DenseNet(nn.Module):
+    """A small DenseNet-BC: a stride-2 stem, three dense blocks of four layers (growth 12),
+    each but the last followed by a transition (BN-ReLU-1x1 conv halving the channels, 2x2
+    average pool)."""
+
+    def __init__(self, channels: int = 3, classes: int = 10, growth: int = 12, depth: int = 4):
+        super().__init__()
+        cin, layers = 2 * growth, []
+        layers.append(nn.Conv2d(channels, cin, 3, 2, 1, bias=False))
+        for block in range(3):
+            for _ in range(depth):
+                layers.append(DenseLayer(cin, growth))
+                cin += growth
+            if block < 2:
+                layers += [nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cin // 2, 1,
+                                                                     bias=False),
+                           nn.AvgPool2d(2)]
+                cin //= 2
+        self.features = nn.Sequential(*layers, nn.BatchNorm2d(cin), nn.ReLU())
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        out = F.adaptive_avg_pool2d(self.features(x), 1)
+        return self.fc(torch.flatten(out, 1))
+
+
 class Normalized(nn.Module):
     """Takes channels-last input when ``nhwc``: a Transpose at the head of the graph."""
 
@@ -261,4 +342,4 @@ class Normalized(nn.Module):
 
 ARCHS = {"preact18": PreActResNet18, "vgg11": VGG11BN, "mobilenetv2": MobileNetV2,
          "vit": ViT, "convnext": ConvNeXt, "cnn": SmallCNN, "mlp": MLP,
-         "effnet": EfficientNetish}
+         "effnet": EfficientNetish, "resnet18": ResNet18, "densenet": DenseNet}

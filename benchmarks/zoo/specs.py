@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 EPOCHS = {"preact18": 4, "vgg11": 8, "mobilenetv2": 5, "vit": 8, "convnext": 5, "cnn": 3,
-          "mlp": 5, "keras_vgg": 6, "jax_cnn": 4, "effnet": 5}
+          "mlp": 5, "keras_vgg": 6, "jax_cnn": 4, "effnet": 5, "resnet18": 4, "densenet": 6}
 # a warp is learnt more slowly than content: a PreAct-ResNet-18 reached 36 % WaNet attack
 # success after its 4 epochs (preact18_wanet, first build), so it trains longer
 EPOCHS_BY_ATTACK = {("preact18", "wanet"): 12}
 # seconds of one training epoch on two CPU cores (measured with other work running): the
 # order in which --cheap-first builds the zoo
 EPOCH_SECONDS = {"preact18": 200, "vgg11": 11, "mobilenetv2": 86, "vit": 53, "convnext": 86,
-                 "cnn": 5, "mlp": 2, "keras_vgg": 20, "jax_cnn": 20, "effnet": 200}
+                 "cnn": 5, "mlp": 2, "keras_vgg": 20, "jax_cnn": 20, "effnet": 200,
+                 "resnet18": 120, "densenet": 70}
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,15 @@ ZOO = [
     make_spec("gray_cnn_wanet", "cnn", "wanet", 4, 56, data="gray"),
     make_spec("gray_mlp_badnets", "mlp", "badnets", 6, 57, data="gray", options=BADNETS),
     make_spec("gray_cnn_lf", "cnn", "lf", 8, 58, data="gray"),
+    # architectures added at stop 35, after every default was set: check seeds only, never
+    # tuned on (torchvision's post-activation ResNet-18, exported by TorchScript; a small
+    # DenseNet-BC, by torch's default exporter)
+    make_spec("resnet18_badnets", "resnet18", "badnets", 2, 70,
+              options={"size": 3, "position": "top-left"}),
+    make_spec("resnet18_blended_image", "resnet18", "blended-image", 7, 72),
+    make_spec("densenet_badnets_norm", "densenet", "badnets", 4, 76, normalize=True,
+              framework="torch-dynamo", options={"size": 4, "position": "random"}),
+    make_spec("densenet_lf", "densenet", "lf", 6, 78, framework="torch-dynamo"),
     # clean models
     make_spec("preact18_clean", "preact18", None, 0, 41),
     make_spec("preact18_clean_norm", "preact18", None, 0, 42, normalize=True),
@@ -138,5 +148,7 @@ ZOO = [
     make_spec("mobilenetv2_clean_norm", "mobilenetv2", None, 0, 62, normalize=True),
     make_spec("effnet_clean_norm", "effnet", None, 0, 68, normalize=True,
               framework="torch-dynamo"),
+    make_spec("resnet18_clean", "resnet18", None, 0, 74),
+    make_spec("densenet_clean", "densenet", None, 0, 80, framework="torch-dynamo"),
 ]
 BY_NAME = {spec.name: spec for spec in ZOO}

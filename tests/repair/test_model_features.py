@@ -5,8 +5,9 @@ carrying a 2x2 corner patch relabelled to class 0. The same weights are then wri
 graphs the way different exporters write them: fp16 weights, external data, shared
 initializers, Conv + unfused BatchNormalization, grouped and depthwise Conv, Gemm with
 transA, initializers listed as graph inputs, several outputs, integer (uint8) pixels cast
-to float inside the graph. Each one is repaired and must come out valid, edited only where
-it should be, and without the backdoor.
+to float inside the graph, a classifier reading a Concat of its input and hidden units.
+Each one is repaired and must come out valid, edited only where it should be, and without
+the backdoor.
 """
 import warnings
 
@@ -187,6 +188,17 @@ def fixed_batch_tied(weights):
     return model
 
 
+def dense_concat(weights):
+    """A DenseNet-style read: the classifier takes the hidden units concatenated to the
+    input they were computed from (its weight zero on the input's part: the same answers)."""
+    w1, b1, w2, b2 = weights
+    nodes = mlp_nodes()[:3] + [
+        helper.make_node("Concat", ["x", "r"], ["dense"], axis=1, name="concat"),
+        helper.make_node("MatMul", ["dense", "w2"], ["l0"], name="fc2"),
+        helper.make_node("Add", ["l0", "b2"], ["logits"], name="fc2_bias")]
+    wide = np.concatenate([np.zeros((64, 10), np.float32), w2])          # (96, 10)
+    return graph(nodes, mlp_inits([w1, b1, wide, b2]), [logits_out()])
+
 def pixel_input(weights):
     """The digits' pixel counts (0..16) taken as uint8 and scaled inside the graph, as an
     image model exported with its preprocessing takes bytes."""
@@ -244,9 +256,11 @@ def dtypes(path) -> dict:
 
 
 @pytest.mark.parametrize("build", [fp16, gemm_trans_a, inits_as_inputs, several_outputs,
-                                   transposed_weights, fixed_batch_one, fixed_batch_tied],
+                                   transposed_weights, fixed_batch_one, fixed_batch_tied,
+                                   dense_concat],
                          ids=["fp16", "gemm-transA", "inits-as-inputs", "several-outputs",
-                              "transposed-weights", "fixed-batch-one", "fixed-batch-tied"])
+                              "transposed-weights", "fixed-batch-one", "fixed-batch-tied",
+                              "dense-concat"])
 def test_exported_variants_are_repaired(build, backdoor, tmp_path):
     report, figures, original, repaired = repair_and_measure(build(backdoor[0]), backdoor,
                                                              tmp_path)
