@@ -132,6 +132,9 @@ ZOO = [
     make_spec("densenet_badnets_norm", "densenet", "badnets", 4, 76, normalize=True,
               framework="torch-dynamo", options={"size": 4, "position": "random"}),
     make_spec("densenet_lf", "densenet", "lf", 6, 78, framework="torch-dynamo"),
+    make_spec("resnet18_sig", "resnet18", "sig", 8, 82),
+    make_spec("densenet_blended_noise", "densenet", "blended-noise", 1, 84,
+              framework="torch-dynamo"),
     # clean models
     make_spec("preact18_clean", "preact18", None, 0, 41),
     make_spec("preact18_clean_norm", "preact18", None, 0, 42, normalize=True),

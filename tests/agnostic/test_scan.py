@@ -2,9 +2,11 @@
 import json
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 from conftest import FIXTURES, card
+from onnx import helper, numpy_helper
 from onnx_bdfix_cli.main import main
 
 from onnx_bdfix.agnostic import agnostic_repair, scan_model
@@ -40,6 +42,30 @@ def test_scan_raises_no_alarm_on_the_clean_model():
     assert max(c["suspicion"] for c in result.classes) < 0.6
     assert result.evidence                               # per-layer figures for the top class
 
+
+
+def test_the_scan_reads_the_input_scale_off_the_samples(tmp_path):
+    """The same network taking raw 0-255 pixel values (a Mul by 1/255 at its head, as a
+    Keras model with a Rescaling layer ships) and given the same samples in that scale:
+    every class's suspicion is the one it has on [0, 1] input (measured the same on the
+    zoo's vgg11_badnets_1pct at 0-255 and at [-1, 1])."""
+    spec, clean = pool("cnn_badnets", 64)
+    proto = load_model(FIXTURES / "cnn_badnets" / "model.onnx").proto
+    name = proto.graph.input[0].name
+    proto.graph.input[0].name = "pixels"
+    proto.graph.initializer.append(numpy_helper.from_array(np.float32(1 / 255), "inv255"))
+    proto.graph.node.insert(0, helper.make_node("Mul", ["pixels", "inv255"], [name]))
+    onnx.save(proto, tmp_path / "raw.onnx")
+    np.savez(tmp_path / "raw.npz", x=(clean.x * 255).astype(np.float32))
+    raw_model = load_model(tmp_path / "raw.onnx")
+    raw = load_data(tmp_path / "raw.npz", raw_model)
+    results = [scan_model(FIXTURES / "cnn_badnets" / "model.onnx", clean, device="cpu",
+                          evidence=False),
+               scan_model(raw_model, raw, device="cpu", evidence=False)]
+    assert float(raw.x.max()) > 200
+    assert results[1].suspected_class == card("cnn_badnets")["target_class"]
+    suspicions = [[row["suspicion"] for row in result.classes] for result in results]
+    np.testing.assert_allclose(suspicions[1], suspicions[0], atol=0.02)
 
 def test_scan_exit_codes():
     cli = CliRunner()
