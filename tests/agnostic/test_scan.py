@@ -43,13 +43,12 @@ def test_scan_raises_no_alarm_on_the_clean_model():
     assert result.evidence                               # per-layer figures for the top class
 
 
-
 def test_the_scan_reads_the_input_scale_off_the_samples(tmp_path):
     """The same network taking raw 0-255 pixel values (a Mul by 1/255 at its head, as a
     Keras model with a Rescaling layer ships) and given the same samples in that scale:
     every class's suspicion is the one it has on [0, 1] input (measured the same on the
     zoo's vgg11_badnets_1pct at 0-255 and at [-1, 1])."""
-    spec, clean = pool("cnn_badnets", 64)
+    _, clean = pool("cnn_badnets", 64)
     proto = load_model(FIXTURES / "cnn_badnets" / "model.onnx").proto
     name = proto.graph.input[0].name
     proto.graph.input[0].name = "pixels"
@@ -66,6 +65,7 @@ def test_the_scan_reads_the_input_scale_off_the_samples(tmp_path):
     assert results[1].suspected_class == card("cnn_badnets")["target_class"]
     suspicions = [[row["suspicion"] for row in result.classes] for result in results]
     np.testing.assert_allclose(suspicions[1], suspicions[0], atol=0.02)
+
 
 def test_scan_exit_codes():
     cli = CliRunner()

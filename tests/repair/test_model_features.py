@@ -199,6 +199,7 @@ def dense_concat(weights):
     wide = np.concatenate([np.zeros((64, 10), np.float32), w2])          # (96, 10)
     return graph(nodes, mlp_inits([w1, b1, wide, b2]), [logits_out()])
 
+
 def pixel_input(weights):
     """The digits' pixel counts (0..16) taken as uint8 and scaled inside the graph, as an
     image model exported with its preprocessing takes bytes."""
