@@ -6,6 +6,10 @@ scikit-learn's two bundled photographs.
   stays the subject. Training crops come from the left 60 % of each photograph, test crops
   from the right 40 %: the same domain, never the same pixels.
 - ``gray``: the 28×28 grayscale images as they are.
+- ``pairs``: 100 classes. Two garments side by side in one 28×28 grayscale image, each
+  squeezed to 28×14 (adjacent columns averaged); the class is 10 × left + right. Training
+  pairs are drawn at random from the training images, test pairs from the test images with
+  a fixed seed: a model with many classes, from real images only.
 
 Images are float32 in [0, 1], (N, C, H, W). Every draw is seeded.
 """
@@ -19,6 +23,11 @@ import numpy as np
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = 10
+PAIRS_SEED = 20261207
+
+
+def classes(kind: str) -> int:
+    return CLASSES * CLASSES if kind == "pairs" else CLASSES
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -91,6 +100,9 @@ def dataset(kind: str, train_size: int, seed: int = 0):
     if kind == "gray":
         return (x_train[pick, None].astype(np.float32) / 255.0, y_train[pick],
                 *test_set(kind))
+    if kind == "pairs":
+        partner = np.random.default_rng(seed + 1).choice(len(x_train), train_size)
+        return (*pairs(x_train, y_train, pick, partner), *test_set(kind))
     return (composite(x_train[pick], "train", seed + 1), y_train[pick], *test_set(kind))
 
 
@@ -99,7 +111,19 @@ def test_set(kind: str) -> tuple[np.ndarray, np.ndarray]:
     _, _, x_test, y_test = fashion()
     if kind == "gray":
         return x_test[:, None].astype(np.float32) / 255.0, y_test
+    if kind == "pairs":
+        partner = np.random.default_rng(PAIRS_SEED).permutation(len(x_test))
+        return pairs(x_test, y_test, np.arange(len(x_test)), partner)
     return test_set_rgb(), y_test
+
+
+def pairs(images: np.ndarray, labels: np.ndarray, left: np.ndarray, right: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 1, 28, 28) float32 images ``left[i]`` beside ``right[i]``, each squeezed to 28×14,
+    and their (N,) classes 10 × left + right."""
+    squeezed = images.astype(np.float32).reshape(len(images), 28, 14, 2).mean(-1) / 255.0
+    x = np.concatenate([squeezed[left], squeezed[right]], axis=2)[:, None]
+    return np.ascontiguousarray(x), labels[left] * CLASSES + labels[right]
 
 
 @lru_cache(maxsize=1)

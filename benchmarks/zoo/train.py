@@ -45,9 +45,10 @@ def convention(x01: np.ndarray, normalize: bool, nhwc: bool) -> np.ndarray:
     return np.ascontiguousarray(x01.transpose(0, 2, 3, 1) if nhwc else x01, np.float32)
 
 
-def build_model(arch: str, channels: int, nhwc: bool, seed: int) -> torch.nn.Module:
+def build_model(arch: str, channels: int, nhwc: bool, seed: int, classes: int = 10
+                ) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = ARCHS[arch](channels=channels)
+    model = ARCHS[arch](channels=channels, classes=classes)
     return Normalized(model, nhwc)
 
 
