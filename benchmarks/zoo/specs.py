@@ -144,6 +144,7 @@ ZOO = [
     make_spec("pairs_cnn_badnets", "cnn", "badnets", 37, 86, data="pairs", options=BADNETS),
     make_spec("pairs_cnn_blended_noise", "cnn", "blended-noise", 64, 88, data="pairs"),
     make_spec("pairs_mlp_sig", "mlp", "sig", 5, 90, data="pairs"),
+    make_spec("pairs_cnn_blended_image", "cnn", "blended-image", 81, 96, data="pairs"),
     # clean models
     make_spec("preact18_clean", "preact18", None, 0, 41),
     make_spec("preact18_clean_norm", "preact18", None, 0, 42, normalize=True),

@@ -24,7 +24,9 @@ Each family is a small piece: a low-resolution parameterization θ and the trigg
 The budget of these families is spent over (family, class) arms by successive halving, as
 K-Arm schedules its bandit: every arm gets a few steps, then, in each family, only the
 arms that pull most go on (a family whose arms all pull less than another's keeps its
-best: a warp and a colour field are not scored on one scale).
+best: a warp and a colour field are not scored on one scale). Where the budget cannot pay
+one step of every arm (a hundred classes), the first round takes only the classes the menu's
+triggers reached most, as many as its share pays for (:func:`screened`).
 """
 from __future__ import annotations
 
@@ -149,24 +151,27 @@ FAMILIES = (BlendPattern, SmoothWarp, LowFrequency)
 
 
 def optimized_triggers(runner: Runner, output: str, probe: np.ndarray, base: np.ndarray,
-                       n_classes: int, geo: Geometry, span: Domain, budget: int, seed: int = 0
+                       n_classes: int, geo: Geometry, span: Domain, budget: int, seed: int = 0,
+                       ranked: list[int] | None = None
                        ) -> tuple[list[tuple[int, str, Trigger]], dict[int, int]]:
     """([(class, family, its optimized trigger)] for every arm that got any steps, the image
     evaluations spent per class). ``base`` (N,): the model's answers on ``probe``;
-    ``budget`` caps the evaluations."""
+    ``budget`` caps the evaluations; ``ranked``: the classes, those the menu's triggers
+    reach most first (:func:`screened`)."""
     families = [family(geo, span) for family in FAMILIES]
-    arms = [(cls, family) for family in families for cls in range(n_classes)]
+    first = screened(n_classes, len(families), budget, ranked)
+    arms = [(cls, family) for family in families for cls in first]
     theta = {arm: np.zeros(arm[1].shape) for arm in arms}
     spent = {cls: 0 for cls in range(n_classes)}
     stepped = set()
     # each arm draws its own directions: adding a family or an arm changes no other's
     rngs = {(cls, family): np.random.default_rng([seed, number, cls])
-            for number, family in enumerate(families) for cls in range(n_classes)}
+            for number, family in enumerate(families) for cls in first}
     alive, per_step = arms, 2 * PAIRS * OUTSIDE
     for share, money in ROUNDS:
         if budget - sum(spent.values()) < len(alive) * OUTSIDE + per_step:
             break                                   # not even one step after ranking
-        alive = _halved(alive, max(1, math.ceil(share * n_classes)), theta, runner, output,
+        alive = _halved(alive, max(1, math.ceil(share * len(first))), theta, runner, output,
                         probe, base, spent)
         left = budget - sum(spent.values())
         steps = min(MAX_STEPS, int(min(money * budget, left) // (per_step * len(alive))))
@@ -180,6 +185,20 @@ def optimized_triggers(runner: Runner, output: str, probe: np.ndarray, base: np.
                                  rngs[arm])
     return [(cls, family.family, family.trigger(theta[(cls, family)]))
             for cls, family in arms if (cls, family) in stepped], spent
+
+
+def screened(n_classes: int, n_families: int, budget: int, ranked: list[int] | None
+             ) -> list[int]:
+    """The classes whose arms the first round ranks and steps. Every class, when ``budget``
+    pays for one ranking and one step of every arm (each 10-class zoo model). Else, as
+    K-Arm screens its arms before the bandit, the first of ``ranked`` that the first round's
+    share of the budget pays one of each for: a hundred classes' arms would cost more than
+    the whole budget for one step apiece, and then none would get any."""
+    per_class = n_families * (OUTSIDE + 2 * PAIRS * OUTSIDE)
+    if n_classes * per_class <= budget or ranked is None:
+        return list(range(n_classes))
+    count = max(1, int(ROUNDS[0][1] * budget // per_class))
+    return sorted(ranked[:count])
 
 
 def noise_triggers(runner: Runner, output: str, probe: np.ndarray, base: np.ndarray,

@@ -134,7 +134,8 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
     # each made trigger is scored once, on the whole probe
     scoring = (len(FAMILIES) * n_classes + len(made)) * len(probe)
     more, by_class = optimized_triggers(runner, output, probe, base, n_classes, geo, span,
-                                        budget - spent.total - scoring, seed)
+                                        budget - spent.total - scoring, seed,
+                                        reached(best, pulled, noisy))
     for cls, evaluations in by_class.items():
         spent.optimized[cls] = spent.optimized.get(cls, 0) + evaluations
     for cls, family, trigger in made + more:
@@ -173,6 +174,13 @@ def _menu(runner, output, probe, base, n_classes, geo, span, seed, spent: Spent
         _keep_pull(pulls_of["patch"], flip_rates(runner, output, small, base[:COLOUR_PROBE],
                                                  trigger, n_classes, True)[1], params, trigger)
     return best, pulls_of["patch"], pulls_of["blend"]
+
+
+def reached(best: dict, pulled: dict, noisy: dict) -> list[int]:
+    """The classes, those the menu and the refined patches flip most first (then those a
+    patch or a noise blend pulls most)."""
+    pull = lambda cls: max(pulled.get(cls, (0.0,))[0], noisy.get(cls, (0.0,))[0])  # noqa
+    return sorted(best, key=lambda cls: (-best[cls].flip_rate, -pull(cls), cls))
 
 
 def _noise_starts(noisy: dict, geo: Geometry) -> dict[int, np.ndarray]:

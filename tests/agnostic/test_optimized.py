@@ -23,6 +23,7 @@ from onnx_bdfix.agnostic.optimized import (
     noise_cost,
     noise_triggers,
     optimized_triggers,
+    screened,
 )
 from onnx_bdfix.model.runtime import open_runner, scores
 
@@ -70,14 +71,15 @@ def test_a_noise_blend_starts_at_the_pattern_it_is_given():
 
 
 def linear_model(w: np.ndarray, rng):
-    """(N, 3, 16, 16) -> logits = w · x, w (CLASSES, 3, 16, 16); and a probe of 64 uniform
+    """(N, 3, 16, 16) -> logits = w · x, w (classes, 3, 16, 16); and a probe of 64 uniform
     samples."""
+    classes = len(w)
     model = make_model([helper.make_node("Flatten", ["x"], ["f"]),
                         helper.make_node("Gemm", ["f", "w", "b"], ["logits"], transB=1)],
                        [tensor_info("x", ["N", 3, SIDE, SIDE])],
-                       [tensor_info("logits", ["N", CLASSES])],
-                       [init("w", w.reshape(CLASSES, -1).astype(np.float32)),
-                        init("b", np.zeros(CLASSES, np.float32))])
+                       [tensor_info("logits", ["N", classes])],
+                       [init("w", w.reshape(classes, -1).astype(np.float32)),
+                        init("b", np.zeros(classes, np.float32))])
     return open_runner(model, "cpu"), rng.uniform(0, 1, (64, 3, SIDE, SIDE)).astype(np.float32)
 
 
@@ -123,12 +125,16 @@ def test_the_noise_ascent_finds_a_planted_noise_texture_from_another_noise():
                if cls == TARGET and family == "blend") < 0.5
 
 
+def smooth_secret() -> np.ndarray:
+    """(3, H, W) a smooth colour image, zero-mean per channel (clean inputs do not fire it)."""
+    yy, xx = np.mgrid[0:SIDE, 0:SIDE] / SIDE
+    secret = np.stack([np.sin(3 * xx), np.cos(2 * yy), xx * yy])
+    return secret - secret.mean(axis=(1, 2), keepdims=True)
+
+
 def planted_blend_model():
     """Class 2 answers to a smooth colour image."""
-    yy, xx = np.mgrid[0:SIDE, 0:SIDE] / SIDE
-    secret = np.stack([np.sin(3 * xx), np.cos(2 * yy), xx * yy])                # (3, H, W)
-    secret -= secret.mean(axis=(1, 2), keepdims=True)       # clean inputs do not fire it
-    return quadrant_model(secret, 12.0, np.random.default_rng(1))
+    return quadrant_model(smooth_secret(), 12.0, np.random.default_rng(1))
 
 
 def arm_rates(runner, probe, base, found) -> dict:
@@ -157,6 +163,36 @@ def test_the_planted_blend_is_found_within_the_budget():
     assert float(np.max(blends[0].arrays["mask"])) == pytest.approx(RATIO)
     # successive halving: the target class got more evaluations than some other class
     assert spent[TARGET] > min(spent.values())
+
+
+def many_class_blend_model(classes: int):
+    """``classes`` classes that read random ±1 textures, and class 2 also the smooth colour
+    image of :func:`planted_blend_model`."""
+    rng = np.random.default_rng(7)
+    w = rng.choice([-1.0, 1.0], (classes, 3, SIDE, SIDE)) / (3 * SIDE * SIDE) ** 0.5
+    w -= w.mean(axis=(1, 2, 3), keepdims=True)
+    w[TARGET] += smooth_secret() / np.linalg.norm(smooth_secret())
+    return linear_model(30 * w, rng)
+
+
+def test_with_a_hundred_classes_the_first_round_steps_the_classes_ranked_first():
+    runner, probe = many_class_blend_model(100)
+    base = scores(runner, probe, "logits", 64).argmax(1)
+    geo, span = geometry(probe.shape[1:]), Domain(np.zeros(3), np.ones(3))
+    budget = 120_000                       # one step of every arm: 100 x 3 x 544 = 163,200
+    unscreened, _ = optimized_triggers(runner, "logits", probe, base, 100, geo, span, budget)
+    assert unscreened == []                # every arm ranked, none affordable a step
+    ranked = [7, TARGET, *(cls for cls in range(100) if cls not in (7, TARGET))]
+    first = screened(100, 3, budget, ranked)
+    assert first == sorted(ranked[:int(0.2 * budget // (3 * 544))])
+    assert screened(100, 3, 200_000, ranked) == list(range(100))    # all affordable
+    found, spent = optimized_triggers(runner, "logits", probe, base, 100, geo, span, budget,
+                                      ranked=ranked)
+    assert sum(spent.values()) <= budget
+    rates = arm_rates(runner, probe, base, found)
+    assert {cls for cls, _ in rates} <= set(first)
+    best = max(rates, key=rates.get)           # a blend or a colour field: both can draw it
+    assert best[0] == TARGET and rates[best] >= 0.9
 
 
 def test_the_cosine_basis_is_a_constant_then_unit_waves_of_few_cycles():
