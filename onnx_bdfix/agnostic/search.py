@@ -25,7 +25,14 @@ from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
 from .families import COLOUR_PROBE, colour_patch_triggers, global_triggers, patch_triggers
 from .geometry import Domain, domain, patch
-from .optimized import FAMILIES, NOISE_CLASSES, noise_cost, noise_triggers, optimized_triggers
+from .optimized import (
+    FAMILIES,
+    NOISE_CLASSES,
+    noise_cost,
+    noise_triggers,
+    optimized_triggers,
+    screened,
+)
 
 REFINE_STEPS = 40
 REFINE_CLASSES = 3    # classes refined by flip rate, and again by pull (a union)
@@ -131,11 +138,14 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
     starts = {} if settled or not affordable else _noise_starts(noisy, geo)
     made, spent.optimized = noise_triggers(runner, output, probe, base, geo, span, starts,
                                            seed)
-    # each made trigger is scored once, on the whole probe
-    scoring = (len(FAMILIES) * n_classes + len(made)) * len(probe)
+    # each made trigger is scored once, on the whole probe: the noise blends, and an arm of
+    # every family for each class the optimized families can take
+    ranked = reached(best, pulled, noisy)
+    left = budget - spent.total - len(made) * len(probe)
+    taken = screened(n_classes, len(FAMILIES), left, ranked)
     more, by_class = optimized_triggers(runner, output, probe, base, n_classes, geo, span,
-                                        budget - spent.total - scoring, seed,
-                                        reached(best, pulled, noisy))
+                                        left - len(FAMILIES) * len(taken) * len(probe), seed,
+                                        ranked)
     for cls, evaluations in by_class.items():
         spent.optimized[cls] = spent.optimized.get(cls, 0) + evaluations
     for cls, family, trigger in made + more:
