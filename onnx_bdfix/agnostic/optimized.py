@@ -152,14 +152,14 @@ FAMILIES = (BlendPattern, SmoothWarp, LowFrequency)
 
 def optimized_triggers(runner: Runner, output: str, probe: np.ndarray, base: np.ndarray,
                        n_classes: int, geo: Geometry, span: Domain, budget: int, seed: int = 0,
-                       ranked: list[int] | None = None
+                       classes: list[int] | None = None
                        ) -> tuple[list[tuple[int, str, Trigger]], dict[int, int]]:
     """([(class, family, its optimized trigger)] for every arm that got any steps, the image
     evaluations spent per class). ``base`` (N,): the model's answers on ``probe``;
-    ``budget`` caps the evaluations; ``ranked``: the classes, those the menu's triggers
-    reach most first (:func:`screened`)."""
+    ``budget`` caps the evaluations; ``classes``: those whose arms the first round takes
+    (default every class; :func:`screened` picks them where the budget cannot pay for all)."""
     families = [family(geo, span) for family in FAMILIES]
-    first = screened(n_classes, len(families), budget, ranked)
+    first = list(range(n_classes)) if classes is None else classes
     arms = [(cls, family) for family in families for cls in first]
     theta = {arm: np.zeros(arm[1].shape) for arm in arms}
     spent = {cls: 0 for cls in range(n_classes)}
@@ -187,15 +187,15 @@ def optimized_triggers(runner: Runner, output: str, probe: np.ndarray, base: np.
             for cls, family in arms if (cls, family) in stepped], spent
 
 
-def screened(n_classes: int, n_families: int, budget: int, ranked: list[int] | None
-             ) -> list[int]:
-    """The classes whose arms the first round ranks and steps. Every class, when ``budget``
-    pays for one ranking and one step of every arm (each 10-class zoo model). Else, as
-    K-Arm screens its arms before the bandit, the first of ``ranked`` that the first round's
-    share of the budget pays one of each for: a hundred classes' arms would cost more than
-    the whole budget for one step apiece, and then none would get any."""
-    per_class = n_families * (OUTSIDE + 2 * PAIRS * OUTSIDE)
-    if n_classes * per_class <= budget or ranked is None:
+def screened(n_classes: int, budget: int, ranked: list[int]) -> list[int]:
+    """The classes whose arms the first round of :func:`optimized_triggers` ranks and steps.
+    Every class, when ``budget`` pays for one ranking and one step of every arm (each 10-class
+    zoo model). Else, as K-Arm screens its arms before the bandit, the first of ``ranked``
+    (the classes, most promising first) that the first round's share of the budget pays one
+    of each for: a hundred classes' arms would cost more than the whole budget for one step
+    apiece, and then none would get any."""
+    per_class = len(FAMILIES) * (OUTSIDE + 2 * PAIRS * OUTSIDE)
+    if n_classes * per_class <= budget:
         return list(range(n_classes))
     count = max(1, int(ROUNDS[0][1] * budget // per_class))
     return sorted(ranked[:count])

@@ -139,13 +139,12 @@ def search(runner: Runner, output: str, probe: np.ndarray, seed: int = 0,
     made, spent.optimized = noise_triggers(runner, output, probe, base, geo, span, starts,
                                            seed)
     # each made trigger is scored once, on the whole probe: the noise blends, and an arm of
-    # every family for each class the optimized families can take
-    ranked = reached(best, pulled, noisy)
+    # every family for each class the optimized families take
     left = budget - spent.total - len(made) * len(probe)
-    taken = screened(n_classes, len(FAMILIES), left, ranked)
+    taken = screened(n_classes, left, reached(best, pulled, noisy))
     more, by_class = optimized_triggers(runner, output, probe, base, n_classes, geo, span,
                                         left - len(FAMILIES) * len(taken) * len(probe), seed,
-                                        ranked)
+                                        taken)
     for cls, evaluations in by_class.items():
         spent.optimized[cls] = spent.optimized.get(cls, 0) + evaluations
     for cls, family, trigger in made + more:

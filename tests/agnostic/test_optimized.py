@@ -184,11 +184,11 @@ def test_with_a_hundred_classes_the_first_round_steps_the_classes_ranked_first()
     unscreened, _ = optimized_triggers(runner, "logits", probe, base, 100, geo, span, budget)
     assert unscreened == []                # every arm ranked, none affordable a step
     ranked = [7, TARGET, *(cls for cls in range(100) if cls not in (7, TARGET))]
-    first = screened(100, 3, budget, ranked)
+    first = screened(100, budget, ranked)
     assert first == sorted(ranked[:int(0.2 * budget // (3 * 544))])
-    assert screened(100, 3, 200_000, ranked) == list(range(100))    # all affordable
+    assert screened(100, 200_000, ranked) == list(range(100))       # all affordable
     found, spent = optimized_triggers(runner, "logits", probe, base, 100, geo, span, budget,
-                                      ranked=ranked)
+                                      classes=first)
     assert sum(spent.values()) <= budget
     rates = arm_rates(runner, probe, base, found)
     assert {cls for cls, _ in rates} <= set(first)
