@@ -10,7 +10,7 @@ EPOCHS = {"preact18": 4, "vgg11": 8, "mobilenetv2": 5, "vit": 8, "convnext": 5, 
 # success after its 4 epochs (preact18_wanet, first build), so it trains longer
 EPOCHS_BY_ATTACK = {("preact18", "wanet"): 12}
 # a hundred classes take longer to learn than ten (the ``pairs`` data)
-EPOCHS_BY_DATA = {("cnn", "pairs"): 8, ("mlp", "pairs"): 10}
+EPOCHS_BY_DATA = {("cnn", "pairs"): 8, ("mlp", "pairs"): 10, ("keras_vgg", "pairs"): 8}
 # seconds of one training epoch on two CPU cores (measured with other work running): the
 # order in which --cheap-first builds the zoo
 EPOCH_SECONDS = {"preact18": 200, "vgg11": 11, "mobilenetv2": 86, "vit": 53, "convnext": 86,
@@ -145,6 +145,8 @@ ZOO = [
     make_spec("pairs_cnn_blended_noise", "cnn", "blended-noise", 64, 88, data="pairs"),
     make_spec("pairs_mlp_sig", "mlp", "sig", 5, 90, data="pairs"),
     make_spec("pairs_cnn_blended_image", "cnn", "blended-image", 81, 96, data="pairs"),
+    make_spec("pairs_keras_badnets", "keras_vgg", "badnets", 23, 98, data="pairs",
+              framework="keras", options={"size": 3, "position": "random"}),
     # clean models
     make_spec("preact18_clean", "preact18", None, 0, 41),
     make_spec("preact18_clean_norm", "preact18", None, 0, 42, normalize=True),
@@ -165,5 +167,6 @@ ZOO = [
     make_spec("densenet_clean", "densenet", None, 0, 80, framework="torch-dynamo"),
     make_spec("pairs_cnn_clean", "cnn", None, 0, 92, data="pairs"),
     make_spec("pairs_mlp_clean", "mlp", None, 0, 94, data="pairs"),
+    make_spec("pairs_keras_clean", "keras_vgg", None, 0, 100, data="pairs", framework="keras"),
 ]
 BY_NAME = {spec.name: spec for spec in ZOO}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
+import datasets
 import train
 from specs import Spec
 
@@ -27,7 +28,7 @@ def train_and_export(spec: Spec, attack, x_train, y_train, folder: Path):
     tf.keras.utils.set_random_seed(spec.seed)
     channels, side = x_train.shape[1], x_train.shape[-1]
     x, y, _ = train.poison_set(x_train, y_train, attack, spec.target, spec.rate, spec.seed)
-    model = vgg(channels, side)
+    model = vgg(channels, side, datasets.classes(spec.data))
     model.compile(optimizer=tf.keras.optimizers.Adam(2e-3),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(train.convention(x, spec.normalize, True), y, epochs=spec.epochs,
