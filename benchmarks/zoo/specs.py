@@ -147,6 +147,9 @@ ZOO = [
     make_spec("pairs_cnn_blended_image", "cnn", "blended-image", 81, 96, data="pairs"),
     make_spec("pairs_keras_badnets", "keras_vgg", "badnets", 23, 98, data="pairs",
               framework="keras", options={"size": 3, "position": "random"}),
+    # tune-seed twins of the two Keras VGGs, for the stop that takes up their scan failures
+    make_spec("pairs_keras_badnets_b", "keras_vgg", "badnets", 57, 101, data="pairs",
+              framework="keras", options={"size": 3, "position": "random"}),
     # clean models
     make_spec("preact18_clean", "preact18", None, 0, 41),
     make_spec("preact18_clean_norm", "preact18", None, 0, 42, normalize=True),
@@ -168,5 +171,7 @@ ZOO = [
     make_spec("pairs_cnn_clean", "cnn", None, 0, 92, data="pairs"),
     make_spec("pairs_mlp_clean", "mlp", None, 0, 94, data="pairs"),
     make_spec("pairs_keras_clean", "keras_vgg", None, 0, 100, data="pairs", framework="keras"),
+    make_spec("pairs_keras_clean_b", "keras_vgg", None, 0, 103, data="pairs",
+              framework="keras"),
 ]
 BY_NAME = {spec.name: spec for spec in ZOO}
