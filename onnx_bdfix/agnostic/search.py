@@ -23,7 +23,7 @@ from ..data.layout import Geometry, geometry
 from ..errors import InputError
 from ..model.runtime import Runner, scores
 from ..repair.anchor import softmax
-from .families import COLOUR_PROBE, colour_patch_triggers, global_triggers, patch_triggers
+from .families import COLOUR_PROBE, global_triggers, patch_triggers, pull_patch_triggers
 from .geometry import Domain, domain, patch
 from .optimized import (
     FAMILIES,
@@ -160,8 +160,8 @@ def menu_cost(geo: Geometry, span: Domain, probe_size: int, seed: int = 0) -> in
     cost, which ``budget`` must cover (:func:`_menu` scores the same triggers)."""
     scored = sum(1 for source in (patch_triggers(geo, span), global_triggers(geo, span))
                  for _ in source)
-    coloured = sum(1 for _ in colour_patch_triggers(geo, span, seed))
-    return scored * probe_size + coloured * min(COLOUR_PROBE, probe_size)
+    pulled = sum(1 for _ in pull_patch_triggers(geo, span, seed))
+    return scored * probe_size + pulled * min(COLOUR_PROBE, probe_size)
 
 
 def _menu(runner, output, probe, base, n_classes, geo, span, seed, spent: Spent
@@ -178,7 +178,7 @@ def _menu(runner, output, probe, base, n_classes, geo, span, seed, spent: Spent
             if params["family"] in pulls_of:
                 _keep_pull(pulls_of[params["family"]], pulls, params, trigger)
     small = probe[:COLOUR_PROBE]
-    for params, trigger in colour_patch_triggers(geo, span, seed):   # pulls only
+    for params, trigger in pull_patch_triggers(geo, span, seed):     # pulls only
         spent.menu += len(small)
         _keep_pull(pulls_of["patch"], flip_rates(runner, output, small, base[:COLOUR_PROBE],
                                                  trigger, n_classes, True)[1], params, trigger)

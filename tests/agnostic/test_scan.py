@@ -10,7 +10,7 @@ from onnx import helper, numpy_helper
 from onnx_bdfix_cli.main import main
 
 from onnx_bdfix.agnostic import agnostic_repair, scan_model
-from onnx_bdfix.agnostic.families import (COLOURINGS, colour_patch_triggers, patch_side,
+from onnx_bdfix.agnostic.families import (COLOURINGS, patch_side, pull_patch_triggers,
                                           positions)
 from onnx_bdfix.agnostic.geometry import Domain
 from onnx_bdfix.agnostic.search import menu_cost
@@ -220,12 +220,18 @@ def test_scan_finds_a_warp():
     assert top["family"] == "warp" and top["suspicion"] >= 0.9
 
 
-def test_random_colourings_only_on_colour_input_and_inside_each_channels_range():
-    assert list(colour_patch_triggers(geometry((1, 28, 28)), Domain(np.zeros(1),
-                                                                    np.ones(1)))) == []
+def test_one_channel_pull_patches_are_a_dot_and_its_inverse_at_every_position():
+    geo = geometry((1, 28, 28))
+    made = list(pull_patch_triggers(geo, Domain(np.zeros(1), np.ones(1))))
+    assert len(made) == 2 * len(list(positions(geo)))
+    dot, hole = (np.array(params["cells"]) for params, _ in made[:2])
+    assert dot.sum() == 1 and dot[1, 1] == 1 and (hole == 1 - dot).all()
+
+
+def test_random_colourings_on_colour_input_inside_each_channels_range():
     geo = geometry((3, 32, 32))
     span = Domain(np.array([-2.0, -1.5, -1.0]), np.array([2.0, 2.5, 3.0]))
-    made = list(colour_patch_triggers(geo, span))
+    made = list(pull_patch_triggers(geo, span))
     size = made[0][0]["size"]
     assert size > patch_side(geo)                    # larger than the menu's own patches
     assert len(made) == COLOURINGS * len(list(positions(geo, size)))
