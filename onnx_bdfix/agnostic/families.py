@@ -1,19 +1,20 @@
 """The families of small triggers the search tries, each a generator of (parameters, trigger):
 
 - patches: small squares (about 1/9 of the side) at a grid of positions, white, black or
-  checkered; on colour input, instead of the checkers, a few random colourings (one bit per
+  checkered (on colour input, white or black); then a few random colourings (one bit per
   channel and cell, on a square 1.5 times the menu patch's side: :data:`COLOUR_SIZE`) at
   each position, scored on a smaller probe (:data:`COLOUR_PROBE`) for how much they pull
   each class: a multi-colour patch (TrojanNN's optimized one, a BadNets
   patch whose channels differ) answers to no single colour, but partly to random ones in
   its place (measured on vgg11_trojannn: 32 random colourings at its position pulled its
   target to 0.31–0.46, while every white, black or checkered patch anywhere pulled it at
-  most 0.13); on one-channel input, a dot (the centre cell on, the rest off) and its
-  inverse at each position, scored the same way: a patch of random grey bits answers to
-  one of its own isolated cells in place, where a solid or checkered square elsewhere
-  answers to its texture (measured on the zoo's pairs_keras_badnets_b, a 3×3 patch of
-  random bits: the dot at the patch's place sent 83 % of the probe into its target, every
-  white, black or checkered patch there at most 8 %, a checkered one elsewhere 47 %);
+  most 0.13). On one-channel input they are random grey bits, for the same reason: a
+  patch of random bits answers to its own pattern in place, where a solid or checkered
+  square elsewhere may answer to its texture (measured on the zoo's
+  pairs_keras_badnets_b, a 3×3 patch of random bits: every white, black or checkered patch
+  at its place sent at most 8 % of the probe into its target, a checkered one elsewhere
+  47 %; the random grey bits that pulled it most, on three draws, pulled it to 0.70–0.98,
+  and the scan then named it at 100 %, where it had called the model clean);
 - blends: x' = (1 − a)·x + a·noise, a ≤ 0.25, several fixed noise images;
 - waves: x' = clip(x + A·sin(2π f u)), A ≤ 0.15 of the range, u along rows or columns.
 """
@@ -72,29 +73,15 @@ def patch_triggers(geo: Geometry, span: Domain) -> Iterator[tuple[dict, Trigger]
 
 def pull_patch_triggers(geo: Geometry, span: Domain, seed: int = 0
                         ) -> Iterator[tuple[dict, Trigger]]:
-    """The patches scored for their pulls only: on colour input, random colourings
-    (C, size, size) of one bit per channel and cell; on one-channel input, a dot and its
-    inverse (the menu patch's side); at every position."""
-    if geo.channels == 1:
-        yield from sparse_patch_triggers(geo, span)
-        return
+    """The patches scored for their pulls only: random colourings (C, size, size) of one
+    bit per channel and cell at every position (random grey bits on one-channel input)."""
     rng = np.random.default_rng(seed)
     size = round(COLOUR_SIZE * patch_side(geo))
+    name = "colour" if geo.channels > 1 else "grey bits"
     for top, left in positions(geo, size):
         for _ in range(COLOURINGS):
             yield _patch_entry(geo, span, top, left,
-                               rng.integers(0, 2, (geo.channels, size, size)), "colour")
-
-
-def sparse_patch_triggers(geo: Geometry, span: Domain) -> Iterator[tuple[dict, Trigger]]:
-    """A dot (the centre cell on) and a hole (the centre cell off, the rest on), at every
-    position."""
-    size = patch_side(geo)
-    dot = np.zeros((size, size))
-    dot[size // 2, size // 2] = 1
-    for top, left in positions(geo):
-        for name, cells_on in (("dot", dot), ("hole", 1 - dot)):
-            yield _patch_entry(geo, span, top, left, cells_on, name)
+                               rng.integers(0, 2, (geo.channels, size, size)), name)
 
 
 def _patch_entry(geo, span, top, left, cells_on, name) -> tuple[dict, Trigger]:

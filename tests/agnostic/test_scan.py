@@ -220,12 +220,15 @@ def test_scan_finds_a_warp():
     assert top["family"] == "warp" and top["suspicion"] >= 0.9
 
 
-def test_one_channel_pull_patches_are_a_dot_and_its_inverse_at_every_position():
+def test_one_channel_pull_patches_are_random_grey_bits_at_every_position():
     geo = geometry((1, 28, 28))
     made = list(pull_patch_triggers(geo, Domain(np.zeros(1), np.ones(1))))
-    assert len(made) == 2 * len(list(positions(geo)))
-    dot, hole = (np.array(params["cells"]) for params, _ in made[:2])
-    assert dot.sum() == 1 and dot[1, 1] == 1 and (hole == 1 - dot).all()
+    size = made[0][0]["size"]
+    assert size > patch_side(geo)
+    assert len(made) == COLOURINGS * len(list(positions(geo, size)))
+    cells = np.array([params["cells"] for params, _ in made])     # (K, 1, size, size)
+    assert cells.shape[1:] == (1, size, size) and 0 < cells.mean() < 1
+    assert len({c.tobytes() for c in cells[:COLOURINGS]}) > 1       # draws differ
 
 
 def test_random_colourings_on_colour_input_inside_each_channels_range():
