@@ -220,6 +220,21 @@ def test_scan_finds_a_warp():
     assert top["family"] == "warp" and top["suspicion"] >= 0.9
 
 
+def test_scan_names_a_patch_of_random_grey_bits_where_a_checkered_one_elsewhere_pulls():
+    """The zoo's pairs_keras_badnets_b (fixtures/from_zoo.py): a Keras VGG over 100 classes
+    whose backdoor is a 3x3 patch of random grey bits. A checkered patch elsewhere sends
+    47 % of the probe into its class, and local search from there stalled at 48 %: the
+    scan called it clean. The random grey bits at every position start the refinement in
+    place (measured 100 %)."""
+    folder = FIXTURES / "pairs_keras_random_patch"
+    model = load_model(folder / "model.onnx")
+    result = scan_model(model, load_data(folder / "clean.npz", model), device="cpu",
+                        evidence=False)
+    assert result.suspected_class == card("pairs_keras_random_patch")["target_class"]
+    top = next(row for row in result.classes if row["class"] == result.suspected_class)
+    assert top["family"] == "patch" and top["suspicion"] >= 0.9
+
+
 def test_one_channel_pull_patches_are_random_grey_bits_at_every_position():
     geo = geometry((1, 28, 28))
     made = list(pull_patch_triggers(geo, Domain(np.zeros(1), np.ones(1))))
