@@ -34,7 +34,7 @@ from specs import BY_NAME, ZOO, Spec  # noqa: E402
 from store import measure, store_model_files  # noqa: E402
 
 log = logging.getLogger("zoo")
-TRAIN_SIZE = {"rgb": 20000, "gray": 30000, "pairs": 60000}
+TRAIN_SIZE = {"rgb": 20000, "gray": 30000, "pairs": 60000, "rgb_pairs": 60000}
 POOL, EVAL = 500, 3000
 
 

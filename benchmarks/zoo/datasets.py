@@ -10,6 +10,8 @@ scikit-learn's two bundled photographs.
   squeezed to 28×14 (adjacent columns averaged); the class is 10 × left + right. Training
   pairs are drawn at random from the training images, test pairs from the test images with
   a fixed seed: a model with many classes, from real images only.
+- ``rgb_pairs``: the same 100 classes in colour: each pair, as one 28×28 image, tinted and
+  composited onto a photograph's crop as ``rgb`` composites one garment (3×32×32).
 
 Images are float32 in [0, 1], (N, C, H, W). Every draw is seeded.
 """
@@ -27,7 +29,7 @@ PAIRS_SEED = 20261207
 
 
 def classes(kind: str) -> int:
-    return CLASSES * CLASSES if kind == "pairs" else CLASSES
+    return CLASSES * CLASSES if kind in ("pairs", "rgb_pairs") else CLASSES
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -100,9 +102,12 @@ def dataset(kind: str, train_size: int, seed: int = 0):
     if kind == "gray":
         return (x_train[pick, None].astype(np.float32) / 255.0, y_train[pick],
                 *test_set(kind))
-    if kind == "pairs":
+    if kind in ("pairs", "rgb_pairs"):
         partner = np.random.default_rng(seed + 1).choice(len(x_train), train_size)
-        return (*pairs(x_train, y_train, pick, partner), *test_set(kind))
+        x_pairs, y_pairs = pairs(x_train, y_train, pick, partner)
+        if kind == "rgb_pairs":
+            x_pairs = composite(as_garments(x_pairs), "train", seed + 2)
+        return (x_pairs, y_pairs, *test_set(kind))
     return (composite(x_train[pick], "train", seed + 1), y_train[pick], *test_set(kind))
 
 
@@ -114,6 +119,8 @@ def test_set(kind: str) -> tuple[np.ndarray, np.ndarray]:
     if kind == "pairs":
         partner = np.random.default_rng(PAIRS_SEED).permutation(len(x_test))
         return pairs(x_test, y_test, np.arange(len(x_test)), partner)
+    if kind == "rgb_pairs":
+        return test_set_rgb_pairs()
     return test_set_rgb(), y_test
 
 
@@ -126,9 +133,20 @@ def pairs(images: np.ndarray, labels: np.ndarray, left: np.ndarray, right: np.nd
     return np.ascontiguousarray(x), labels[left] * CLASSES + labels[right]
 
 
+def as_garments(images: np.ndarray) -> np.ndarray:
+    """(N, 1, 28, 28) float32 in [0, 1] -> (N, 28, 28) uint8, as :func:`composite` takes."""
+    return np.round(images[:, 0] * 255).astype(np.uint8)
+
+
 @lru_cache(maxsize=1)
 def test_set_rgb() -> np.ndarray:
     return composite(fashion()[2], "test", 20241126)
+
+
+@lru_cache(maxsize=1)
+def test_set_rgb_pairs() -> tuple[np.ndarray, np.ndarray]:
+    x_pairs, y_pairs = test_set("pairs")
+    return composite(as_garments(x_pairs), "test", PAIRS_SEED + 1), y_pairs
 
 
 def real_image(size: int = 32) -> np.ndarray:

@@ -10,7 +10,8 @@ EPOCHS = {"preact18": 4, "vgg11": 8, "mobilenetv2": 5, "vit": 8, "convnext": 5, 
 # success after its 4 epochs (preact18_wanet, first build), so it trains longer
 EPOCHS_BY_ATTACK = {("preact18", "wanet"): 12}
 # a hundred classes take longer to learn than ten (the ``pairs`` data)
-EPOCHS_BY_DATA = {("cnn", "pairs"): 8, ("mlp", "pairs"): 10, ("keras_vgg", "pairs"): 8}
+EPOCHS_BY_DATA = {("cnn", "pairs"): 8, ("mlp", "pairs"): 10, ("keras_vgg", "pairs"): 8,
+                  ("vgg11", "rgb_pairs"): 12}
 # seconds of one training epoch on two CPU cores (measured with other work running): the
 # order in which --cheap-first builds the zoo
 EPOCH_SECONDS = {"preact18": 200, "vgg11": 11, "mobilenetv2": 86, "vit": 53, "convnext": 86,
@@ -27,7 +28,8 @@ class Spec:
     seed: int = 0
     rate: float = 0.10
     data: str = "rgb"           # "rgb" 3×32×32 composites, "gray" 28×28 Fashion-MNIST,
-    #                             "pairs" two garments in one 28×28 image, 100 classes
+    #                             "pairs" two garments in one 28×28 image, 100 classes,
+    #                             "rgb_pairs" the same composited in colour (3×32×32)
     normalize: bool = False     # ImageNet mean/std-normalized input
     framework: str = "torch"    # "torch", "torch-dynamo" (torch's default exporter, batch
     #                             fixed to 1), "keras" (NHWC, tf2onnx), "jax" (jax2onnx)
@@ -173,5 +175,9 @@ ZOO = [
     make_spec("pairs_keras_clean", "keras_vgg", None, 0, 100, data="pairs", framework="keras"),
     make_spec("pairs_keras_clean_b", "keras_vgg", None, 0, 103, data="pairs",
               framework="keras"),
+    # stop 37: the hundred classes in colour, check seeds
+    make_spec("rgbpairs_vgg11_badnets", "vgg11", "badnets", 42, 104, data="rgb_pairs",
+              options={"size": 3, "position": "random"}),
+    make_spec("rgbpairs_vgg11_clean", "vgg11", None, 0, 106, data="rgb_pairs"),
 ]
 BY_NAME = {spec.name: spec for spec in ZOO}
