@@ -191,17 +191,23 @@ def test_scan_names_a_coloured_patch_on_normalized_input():
     #                                           raised the other classes' rates too)
 
 
+def scan_fixture(name: str):
+    """A committed fixture's scan (no evidence), and its suspected class's row (or None)."""
+    folder = FIXTURES / name
+    model = load_model(folder / "model.onnx")
+    result = scan_model(model, load_data(folder / "clean.npz", model), device="cpu",
+                        evidence=False)
+    return result, next((row for row in result.classes
+                         if row["class"] == result.suspected_class), None)
+
+
 def test_scan_finds_a_real_photograph_blended_into_a_vit():
     """The RGB ViT fixture, a real photograph blended at 0.2: no menu trigger reaches it
     (36 % at most, on a wrong class); the optimized blends do (measured 98 %), within the
     default budget of 200,000 image evaluations."""
-    folder = FIXTURES / "rgb_vit_blended"
-    model = load_model(folder / "model.onnx")
-    result = scan_model(model, load_data(folder / "clean.npz", model), device="cpu",
-                        evidence=False)
+    result, top = scan_fixture("rgb_vit_blended")
     assert result.suspicious and result.suspected_class == card("rgb_vit_blended")[
         "target_class"]
-    top = next(row for row in result.classes if row["class"] == result.suspected_class)
     assert top["params"].get("optimized") and top["suspicion"] >= 0.9
     assert result.evaluations.total <= 200_000
     assert max(result.evaluations.optimized.values()) > min(result.evaluations.optimized.values())
@@ -211,12 +217,8 @@ def test_scan_finds_a_warp():
     """The RGB WaNet fixture: the optimized smooth warp (a 4x4 grid of offsets, at most 1.5
     pixels) sends every probe sample to the target (measured 100 %); before warps were
     searched, the scan named class 8, which a patch reaches (98 %)."""
-    folder = FIXTURES / "rgb_vgg_wanet"
-    model = load_model(folder / "model.onnx")
-    result = scan_model(model, load_data(folder / "clean.npz", model), device="cpu",
-                        evidence=False)
+    result, top = scan_fixture("rgb_vgg_wanet")
     assert result.suspected_class == card("rgb_vgg_wanet")["target_class"]
-    top = next(row for row in result.classes if row["class"] == result.suspected_class)
     assert top["family"] == "warp" and top["suspicion"] >= 0.9
 
 
@@ -226,12 +228,8 @@ def test_scan_names_a_patch_of_random_grey_bits_where_a_checkered_one_elsewhere_
     47 % of the probe into its class, and local search from there stalled at 48 %: the
     scan called it clean. The random grey bits at every position start the refinement in
     place (measured 100 %)."""
-    folder = FIXTURES / "pairs_keras_random_patch"
-    model = load_model(folder / "model.onnx")
-    result = scan_model(model, load_data(folder / "clean.npz", model), device="cpu",
-                        evidence=False)
+    result, top = scan_fixture("pairs_keras_random_patch")
     assert result.suspected_class == card("pairs_keras_random_patch")["target_class"]
-    top = next(row for row in result.classes if row["class"] == result.suspected_class)
     assert top["family"] == "patch" and top["suspicion"] >= 0.9
 
 
