@@ -179,5 +179,7 @@ ZOO = [
     make_spec("rgbpairs_vgg11_badnets", "vgg11", "badnets", 42, 104, data="rgb_pairs",
               options={"size": 3, "position": "random"}),
     make_spec("rgbpairs_vgg11_clean", "vgg11", None, 0, 106, data="rgb_pairs"),
+    make_spec("rgbpairs_vgg11_blended_image", "vgg11", "blended-image", 17, 108,
+              data="rgb_pairs"),
 ]
 BY_NAME = {spec.name: spec for spec in ZOO}
