@@ -26,10 +26,11 @@ import numpy as np
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = 10
 PAIRS_SEED = 20261207
+PAIR_KINDS = ("pairs", "rgb_pairs")     # the data of a hundred classes
 
 
 def classes(kind: str) -> int:
-    return CLASSES * CLASSES if kind in ("pairs", "rgb_pairs") else CLASSES
+    return CLASSES * CLASSES if kind in PAIR_KINDS else CLASSES
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -102,7 +103,7 @@ def dataset(kind: str, train_size: int, seed: int = 0):
     if kind == "gray":
         return (x_train[pick, None].astype(np.float32) / 255.0, y_train[pick],
                 *test_set(kind))
-    if kind in ("pairs", "rgb_pairs"):
+    if kind in PAIR_KINDS:
         partner = np.random.default_rng(seed + 1).choice(len(x_train), train_size)
         x_pairs, y_pairs = pairs(x_train, y_train, pick, partner)
         if kind == "rgb_pairs":
