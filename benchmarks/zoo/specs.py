@@ -188,5 +188,8 @@ ZOO = [
     make_spec("keras_resnet_sig", "keras_resnet", "sig", 5, 112, framework="keras"),
     make_spec("keras_resnet_lf", "keras_resnet", "lf", 9, 114, framework="keras"),
     make_spec("keras_resnet_clean", "keras_resnet", None, 0, 116, framework="keras"),
+    # its tune-seed twin, for the stop that takes up the wrong class the scan named on it
+    make_spec("keras_resnet_badnets_b", "keras_resnet", "badnets", 8, 111, framework="keras",
+              options={"size": 3, "position": "random"}),
 ]
 BY_NAME = {spec.name: spec for spec in ZOO}
