@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 EPOCHS = {"preact18": 4, "vgg11": 8, "mobilenetv2": 5, "vit": 8, "convnext": 5, "cnn": 3,
-          "mlp": 5, "keras_vgg": 6, "keras_resnet": 6, "jax_cnn": 4, "effnet": 5, "resnet18": 4, "densenet": 6}
+          "mlp": 5, "keras_vgg": 6, "keras_resnet": 6, "jax_cnn": 4, "effnet": 5, "resnet18": 4,
+          "densenet": 6}
 # a warp is learnt more slowly than content: a PreAct-ResNet-18 reached 36 % WaNet attack
 # success after its 4 epochs (preact18_wanet, first build), so it trains longer
 EPOCHS_BY_ATTACK = {("preact18", "wanet"): 12}
@@ -15,8 +16,8 @@ EPOCHS_BY_DATA = {("cnn", "pairs"): 8, ("mlp", "pairs"): 10, ("keras_vgg", "pair
 # seconds of one training epoch on two CPU cores (measured with other work running): the
 # order in which --cheap-first builds the zoo
 EPOCH_SECONDS = {"preact18": 200, "vgg11": 11, "mobilenetv2": 86, "vit": 53, "convnext": 86,
-                 "cnn": 5, "mlp": 2, "keras_vgg": 20, "keras_resnet": 60, "jax_cnn": 20, "effnet": 200,
-                 "resnet18": 120, "densenet": 70}
+                 "cnn": 5, "mlp": 2, "keras_vgg": 20, "keras_resnet": 60, "jax_cnn": 20,
+                 "effnet": 200, "resnet18": 120, "densenet": 70}
 
 
 @dataclass(frozen=True)
