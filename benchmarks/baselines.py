@@ -1,10 +1,16 @@
-"""Training-based defenses beside onnx-bdfix, on the same zoo models (run by hand).
+"""Published defenses beside onnx-bdfix, on the same zoo models (run by hand).
 
-    pip install '.[baselines]'           # torch, onnx2torch
+    python benchmarks/baselines.py --defenses clp        # no samples, no training
+    pip install '.[baselines]'                           # torch, onnx2torch
     python benchmarks/baselines.py [--only NAMES] [--defenses ft,fp,ftsam] [--sizes 100,2500]
 
-Each ONNX model is converted to PyTorch with onnx2torch (checked for parity first), so every
-defense starts from exactly the weights onnx-bdfix edits:
+CLP (channel Lipschitzness-based pruning; Zheng et al., ECCV 2022) is the data-free one, in
+onnx-bdfix's position: it reads the ONNX weights and nothing else, and runs once per model
+(``clp_0``, :func:`channel_lipschitz_prune`).
+
+The training-based ones get labelled samples, which onnx-bdfix never does. Each ONNX model is
+converted to PyTorch with onnx2torch (checked for parity first), so every defense starts from
+exactly the weights onnx-bdfix edits:
 - FT (BackdoorBench): all weights trained on the labelled clean samples, SGD lr 0.01,
   momentum 0.9, weight decay 5e-4;
 - FP (Fine-Pruning): the last convolution's channels pruned in order of their mean clean
@@ -13,8 +19,13 @@ defense starts from exactly the weights onnx-bdfix edits:
 - FT-SAM: FT with sharpness-aware minimization (rho 0.05).
 Epochs: 100 at 100 samples, 20 at 2,500 (BackdoorBench gives 100; fewer here, for two CPU
 cores: the page says so). Labelled samples: 100 from the pool onnx-bdfix repairs with, and
-2,500 other test images that neither the pool nor the scoring set holds. Results go to the
-zoo's results file; benchmarks/zoo_table.py --render-only puts them in docs/benchmark.md.
+2,500 other test images that neither the pool nor the scoring set holds. onnx2torch imports
+torchvision, and PyPI's torchvision does not import beside the torch 2.13.0 CPU build the
+zoo pins ("operator torchvision::nms does not exist"): these three need an environment of
+their own whose torch and torchvision match.
+
+Results go to the zoo's results file; benchmarks/zoo_table.py --render-only puts them in
+docs/benchmark.md.
 """
 from __future__ import annotations
 
@@ -34,6 +45,7 @@ from specs import BY_NAME, ZOO  # noqa: E402
 from zoo_table import RESULTS, load_results, record  # noqa: E402
 
 EPOCHS = {100: 100, 2500: 20}
+DATA_FREE = {"clp"}       # run once per model, as ``clp_0``
 
 
 def labelled(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +128,7 @@ def convert(model_path: Path, x: np.ndarray):
 
 
 def predict(module, x: np.ndarray) -> np.ndarray:
+    """(N,) classes of ``x`` by a torch module."""
     import torch
     module.eval()
     with torch.no_grad():
@@ -123,13 +136,76 @@ def predict(module, x: np.ndarray) -> np.ndarray:
                                for i in range(0, len(x), 256)])
 
 
-def figures(module, scored, target: int) -> dict:
+def onnx_classifier(proto):
+    """x -> (N,) classes, by the library's ONNX Runtime runner on the CPU (which runs a
+    model exported with a fixed batch in pieces)."""
+    from onnx_bdfix.model.runtime import open_runner
+    runner = open_runner(proto, "cpu")
+    return lambda x: np.concatenate([runner.run(x[i:i + 256])[0].argmax(1)
+                                     for i in range(0, len(x), 256)])
+
+
+def figures(classify, scored, target: int) -> dict:
+    """``classify``: x -> (N,) classes."""
     x, y, triggered = scored
-    clean, landed = predict(module, x), predict(module, triggered)
+    clean, landed = classify(x), classify(triggered)
     others, own = y != target, y == target
     return {"clean_accuracy": float((clean == y).mean()),
             "attack_success_rate": float((landed[others] == target).mean()),
             "target_class_accuracy": float((clean[own] == target).mean())}
+
+
+CLP_U = 3.0     # the paper's default: a channel over mean + u standard deviations is pruned
+
+
+def channel_lipschitz_prune(proto, u: float = CLP_U) -> tuple[int, int]:
+    """CLP on an ONNX model, in place: in each convolution whose kernel is an initializer,
+    the upper bound of every output channel's Lipschitz constant is the largest singular
+    value of its kernel (in, kh·kw), times |γ/σ| of a BatchNormalization that follows it
+    (exporters mostly fold that into the kernel already, which is the same product); the
+    channels over the layer's mean by more than ``u`` standard deviations are zeroed
+    (kernel rows and bias, and the BatchNormalization's scale and shift). Layers of fewer
+    than 8 channels are left, as a spread of so few says nothing. (pruned, channels)."""
+    from onnx import numpy_helper
+    inits = {init.name: init for init in proto.graph.initializer}
+    users = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    array = lambda name: numpy_helper.to_array(inits[name]).astype(np.float64)  # noqa: E731
+    pruned = total = 0
+    for conv in [n for n in proto.graph.node if n.op_type == "Conv" and n.input[1] in inits]:
+        kernel = array(conv.input[1])                               # (out, in, kh, kw)
+        if len(kernel) < 8:
+            continue
+        after = users.get(conv.output[0], [])
+        norm = after[0] if len(after) == 1 and after[0].op_type == "BatchNormalization" \
+            and all(name in inits for name in after[0].input[1:5]) else None
+        scale = np.ones(len(kernel)) if norm is None else np.abs(
+            array(norm.input[1]) / np.sqrt(array(norm.input[4]) + epsilon(norm)))
+        bounds = scale * np.array([np.linalg.svd(k.reshape(len(k), -1), compute_uv=False)[0]
+                                   for k in kernel])                # (out,)
+        cut = np.flatnonzero(bounds > bounds.mean() + u * bounds.std())
+        total += len(kernel)
+        if len(cut):
+            pruned += len(cut)
+            names = [conv.input[1], *conv.input[2:3]] + \
+                ([] if norm is None else [norm.input[1], norm.input[2]])
+            for name in names:
+                zeroed(inits[name], cut)
+    return pruned, total
+
+
+def epsilon(node) -> float:
+    return next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+
+
+def zeroed(init, channels: np.ndarray) -> None:
+    """Set ``channels`` (the first axis) of an initializer to zero, in its own dtype."""
+    from onnx import numpy_helper
+    values = numpy_helper.to_array(init).copy()
+    values[channels] = 0
+    init.CopyFrom(numpy_helper.from_array(values, init.name))
 
 
 def fine_tune(module, x, y, epochs: int, sam: bool = False, masks=None, seed: int = 0):
@@ -211,6 +287,8 @@ def fine_prune(module, x, y, epochs: int, seed: int):
 
 def defend(name: str, folder: Path, defense: str, size: int, scored) -> dict:
     card = json.loads((folder / "card.json").read_text())
+    if defense == "clp":
+        return data_free(folder, card, scored)
     x, y = labelled(folder, size)
     module = convert(folder / "model.onnx", scored[0])
     start = time.perf_counter()
@@ -222,8 +300,20 @@ def defend(name: str, folder: Path, defense: str, size: int, scored) -> dict:
                            seed=card["seed"])
     seconds = time.perf_counter() - start
     return {"mode": defense, "samples": size, "epochs": EPOCHS[size], "exit": 0,
-            "seconds": round(seconds, 2), "after": figures(module, scored, card["target"]),
-            **extra}
+            "seconds": round(seconds, 2),
+            "after": figures(lambda x: predict(module, x), scored, card["target"]), **extra}
+
+
+def data_free(folder: Path, card: dict, scored) -> dict:
+    """CLP on the model as exported: no samples."""
+    import onnx
+    proto = onnx.load(str(folder / "model.onnx"))
+    start = time.perf_counter()
+    pruned, channels = channel_lipschitz_prune(proto)
+    seconds = time.perf_counter() - start
+    return {"mode": "clp", "samples": 0, "u": CLP_U, "exit": 0, "seconds": round(seconds, 2),
+            "pruned_channels": pruned, "channels": channels,
+            "after": figures(onnx_classifier(proto), scored, card["target"])}
 
 
 def main() -> None:
@@ -244,7 +334,7 @@ def main() -> None:
             continue
         scored = None
         for defense in args.defenses.split(","):
-            for size in map(int, args.sizes.split(",")):
+            for size in [0] if defense in DATA_FREE else map(int, args.sizes.split(",")):
                 run = f"{defense}_{size}"
                 done = results.get((spec.name, run))
                 if done is not None and not (args.retry_failed and done.get("exit")):
