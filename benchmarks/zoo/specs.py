@@ -192,5 +192,9 @@ ZOO = [
     # its tune-seed twin, for the stop that takes up the wrong class the scan named on it
     make_spec("keras_resnet_badnets_b", "keras_resnet", "badnets", 8, 111, framework="keras",
               options={"size": 3, "position": "random"}),
+    # stop 39: a second tune-seed twin, its patch near the right edge as the check model's
+    # is ((19, 26) against (17, 26)), and the same target class
+    make_spec("keras_resnet_badnets_c", "keras_resnet", "badnets", 3, 153, framework="keras",
+              options={"size": 3, "position": "random"}),
 ]
 BY_NAME = {spec.name: spec for spec in ZOO}
