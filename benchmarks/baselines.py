@@ -167,11 +167,9 @@ def channel_lipschitz_prune(proto, u: float = CLP_U) -> tuple[int, int]:
     (kernel rows and bias, and the BatchNormalization's scale and shift). Layers of fewer
     than 8 channels are left, as a spread of so few says nothing. (pruned, channels)."""
     from onnx import numpy_helper
-    inits = {init.name: init for init in proto.graph.initializer}
-    users = {}
-    for node in proto.graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
+    from onnx_bdfix.model.index import GraphIndex
+    index = GraphIndex(proto)
+    inits, users = index.initializers, index.consumers
     array = lambda name: numpy_helper.to_array(inits[name]).astype(np.float64)  # noqa: E731
     pruned = total = 0
     for conv in [n for n in proto.graph.node if n.op_type == "Conv" and n.input[1] in inits]:
